@@ -1,0 +1,225 @@
+"""One decode pass per unit of work: scene cuts and black borders together.
+
+ffmpeg decodes the source once and splits it in its filter graph into
+- a small BGR stream of every frame (scene detection), on stdout, and
+- full-resolution luma frames, a few per second (border detection), on a second pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from curate import schema
+from curate.borders import BorderParams, Crop, FrameProfile, detect_crop, frame_profile
+from curate.ffmpeg import FFMPEG, ffprobe_json, safe_input
+from curate.probe import VideoInfo
+from curate.scenes import SceneDetector, scenes_from_cuts
+
+
+class AnalysisError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    detector: str = "content"
+    threshold: float | None = None
+    min_scene_len_s: float = 0.5
+    analysis_width: int = 256  # scene detection runs on frames this wide
+    border_samples_per_s: float = 2.0
+    borders: bool = True
+    border: BorderParams = field(default_factory=BorderParams)
+    threads: int = 2
+    timeout_s: float = 120.0  # base decode timeout, plus timeout_per_s per second of video
+    timeout_per_s: float = 2.0
+    min_decoded_fraction: float = 0.9  # a decode that fails later than this keeps its scenes
+
+
+@dataclass
+class SceneInfo:
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    crop: Crop
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class UnitAnalysis:
+    scenes: list[SceneInfo]
+    first_frame: int
+    frames_decoded: int
+
+
+def frame_times(path: str, timeout: float = 120.0) -> np.ndarray:
+    """Presentation times of every video frame, relative to the first (from packet
+    timestamps: a demux, no decode). Used for variable frame rate sources."""
+    data = ffprobe_json(path, ["-select_streams", "v:0", "-show_entries", "packet=pts_time"], timeout=timeout)
+    pts = []
+    for p in data.get("packets", []):
+        try:
+            pts.append(float(p["pts_time"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    times = np.sort(np.asarray(pts, dtype=np.float64))
+    return times - times[0] if times.size else times
+
+
+class FrameClock:
+    """Maps source frame indices to seconds from the stream's first frame."""
+
+    def __init__(self, info: VideoInfo, times: np.ndarray | None = None):
+        self.fps = info.fps
+        self.times = times if times is not None and times.size else None
+
+    def time(self, frame: int) -> float:
+        if self.times is None:
+            return frame / self.fps
+        if frame < len(self.times):
+            return float(self.times[frame])
+        return float(self.times[-1]) + (frame - len(self.times) + 1) / self.fps
+
+    def frame_at(self, seconds: float) -> int:
+        if self.times is None:
+            return int(round(seconds * self.fps))
+        return int(np.searchsorted(self.times, seconds - 0.25 / self.fps))
+
+
+def _analysis_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    if width <= target_width:
+        w, h = width, height
+    else:
+        w, h = target_width, int(round(height * target_width / width))
+    return max(2, w - w % 2), max(2, h - h % 2)
+
+
+def analyze_unit(
+    info: VideoInfo,
+    first_frame: int,
+    end_frame: int | None,
+    params: AnalysisParams,
+    clock: FrameClock,
+) -> UnitAnalysis:
+    """Decode frames [first_frame, end_frame) of ``info.path`` once; find scenes and crops.
+
+    ``end_frame`` None reads to the end of the stream. Raises AnalysisError.
+    """
+    aw, ah = _analysis_size(info.width, info.height, params.analysis_width)
+    every = max(1, int(round(info.fps / params.border_samples_per_s)))
+    start_s = clock.time(first_frame)
+    duration_s = None if end_frame is None else clock.time(end_frame) - start_s
+    expected = (end_frame if end_frame is not None else info.num_frames) - first_frame
+
+    graph = f"[0:v]split=2[a][b];[a]scale={aw}:{ah}:flags=area,format=bgr24[lo]"
+    if params.borders:
+        graph += f";[b]select='not(mod(n\\,{every}))',format=gray[hi]"
+    else:
+        graph += ";[b]nullsink"
+    hi_read, hi_write = os.pipe()
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(params.threads)]
+    if first_frame > 0:
+        args += ["-ss", f"{max(0.0, start_s - 0.25 / info.fps):.6f}"]
+    if duration_s is not None:
+        args += ["-t", f"{duration_s:.6f}"]
+    args += ["-i", safe_input(info.path), "-filter_complex", graph]
+    args += ["-map", "[lo]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
+    if params.borders:
+        args += ["-map", "[hi]", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{hi_write}"]
+
+    timeout = params.timeout_s + params.timeout_per_s * (duration_s or info.duration_s)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(hi_write,),
+    )
+    os.close(hi_write)
+    timed_out = threading.Event()
+
+    def _kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, _kill)
+    timer.daemon = True
+    timer.start()
+
+    profiles: list[FrameProfile] = []
+    stderr: list[bytes] = []
+
+    def _read_hi() -> None:
+        size = info.width * info.height
+        with os.fdopen(hi_read, "rb") as f:
+            j = 0
+            while True:
+                buf = f.read(size)
+                if len(buf) < size:
+                    return
+                luma = np.frombuffer(buf, np.uint8).reshape(info.height, info.width)
+                profiles.append(frame_profile(first_frame + j * every, luma, params.border))
+                j += 1
+
+    readers = [threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)]
+    if params.borders:
+        readers.append(threading.Thread(target=_read_hi, daemon=True))
+    else:
+        os.close(hi_read)
+    for t in readers:
+        t.start()
+
+    detector = SceneDetector(
+        info.fps, params.detector, params.threshold, params.min_scene_len_s, first_frame=first_frame
+    )
+    frame_bytes = aw * ah * 3
+    n = 0
+    try:
+        while True:
+            buf = proc.stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                break
+            detector.push(np.frombuffer(buf, np.uint8).reshape(ah, aw, 3))
+            n += 1
+        proc.wait()
+        for t in readers:
+            t.join()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+    err = b"".join(stderr).decode("utf-8", "replace").strip()
+    if timed_out.is_set():
+        raise AnalysisError(schema.REASON_TIMEOUT, f"decode did not finish within {timeout:.0f} s")
+    if n == 0:
+        reason = schema.REASON_DECODE_ERROR if (proc.returncode or err) else schema.REASON_NO_FRAMES
+        raise AnalysisError(reason, f"no frames decoded: {err[-300:] or 'empty stream'}")
+    if proc.returncode != 0 and n < params.min_decoded_fraction * max(expected, 1):
+        raise AnalysisError(
+            schema.REASON_DECODE_ERROR, f"decode failed after {n} of ~{expected} frames: {err[-300:]}"
+        )
+
+    last = first_frame + n
+    scenes = []
+    for sc in scenes_from_cuts(detector.cuts(), first_frame, last):
+        own = [p for p in profiles if sc.start_frame <= p.frame_index < sc.end_frame]
+        crop = detect_crop(own, info.width, info.height, params.border) if params.borders else Crop(0, 0, info.width, info.height)
+        scenes.append(
+            SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop)
+        )
+    return UnitAnalysis(scenes=scenes, first_frame=first_frame, frames_decoded=n)

@@ -1,0 +1,200 @@
+"""The one clip record schema, shared by every stage, shard and index file.
+
+A row is either a kept clip (``status == "ok"``) or a reject (``status == "rejected"``,
+with ``reject_stage`` and ``reject_reason``). Rejects carry every statistic that was
+computed before the decision, so thresholds can change without recomputation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pyarrow as pa
+
+STATUS_OK = "ok"
+STATUS_REJECTED = "rejected"
+
+# Stages, in pipeline order; reject_stage is one of these.
+STAGE_PROBE = "probe"
+STAGE_SCENES = "scenes"
+STAGE_FILTER = "filter"
+STAGE_TRANSCODE = "transcode"
+STAGE_MOTION = "motion"
+STAGE_CAPTION = "caption"
+
+# Reject reasons used by more than one module live here; stages may add their own.
+REASON_TOO_SHORT = "too_short"
+REASON_TOO_SMALL = "too_small"
+REASON_FPS = "fps"
+REASON_DECODE_ERROR = "decode_error"
+REASON_NOT_VIDEO = "not_video"
+REASON_EMPTY_FILE = "empty_file"
+REASON_MISSING = "missing"
+REASON_TIMEOUT = "timeout"
+REASON_NO_FRAMES = "no_frames"
+REASON_BAD_DIMENSIONS = "bad_dimensions"
+REASON_BAD_FPS = "bad_fps"
+REASON_TRANSCODE_FAILED = "transcode_failed"
+REASON_MOTION_FAILED = "motion_failed"
+REASON_CAPTION_FAILED = "caption_failed"
+
+
+@dataclass
+class ClipRecord:
+    """Typed view of one row. Field order is the Parquet column order."""
+
+    clip_id: str
+    status: str = STATUS_OK
+    reject_stage: Optional[str] = None
+    reject_reason: Optional[str] = None
+    error_message: Optional[str] = None
+
+    # Where it came from.
+    source: str = ""  # path or URI as resolved at run time
+    source_id: str = ""  # content fingerprint of the source file
+    work_unit: str = ""  # (source_id, chunk) unit of work; resume accounting
+    work_unit_rows: int = 0  # rows this unit produces in total (clips + rejects)
+    source_units: int = 1  # units the source was split into (long videos are chunked)
+    scene_index: Optional[int] = None
+    source_start_s: Optional[float] = None  # relative to the first frame of the stream
+    source_end_s: Optional[float] = None
+    start_frame: Optional[int] = None  # source frame index, inclusive
+    end_frame: Optional[int] = None  # source frame index, exclusive
+
+    # The source video (dimensions after rotation).
+    src_fps: Optional[float] = None
+    src_vfr: Optional[bool] = None
+    src_width: Optional[int] = None
+    src_height: Optional[int] = None
+    src_duration_s: Optional[float] = None
+    src_rotation: Optional[int] = None
+    codec: Optional[str] = None
+
+    # The clip as written (duration_s is the scene's length, also on rejects).
+    duration_s: Optional[float] = None
+    num_frames: Optional[int] = None
+    fps: Optional[float] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    aspect_ratio: Optional[float] = None
+    # Black-border crop in source pixels (after rotation); full frame when no border.
+    crop_x: Optional[int] = None
+    crop_y: Optional[int] = None
+    crop_w: Optional[int] = None
+    crop_h: Optional[int] = None
+
+    # Motion (see motion/: px/frame at short side motion_size, 24 fps frames).
+    motion_score: Optional[float] = None
+    motion_backend: Optional[str] = None
+    motion_size: Optional[int] = None
+    motion_stride: Optional[int] = None
+    motion_camera: Optional[float] = None
+    motion_object: Optional[float] = None
+    motion_pair_scores: Optional[list] = None
+
+    # Caption.
+    caption: Optional[str] = None
+    caption_model: Optional[str] = None
+    caption_prompt_hash: Optional[str] = None
+
+    # Where it is stored.
+    shard: Optional[str] = None  # tar file name under OUT/shards/
+    shard_offset: Optional[int] = None  # byte offset of the .mp4 member's data in the tar
+    shard_size: Optional[int] = None  # byte size of that member
+    config_hash: str = ""
+    kvid_version: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "ClipRecord":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in known})
+
+    def reject(self, stage: str, reason: str, message: str | None = None) -> "ClipRecord":
+        """Turn this record into a reject (in place) and return it."""
+        self.status = STATUS_REJECTED
+        self.reject_stage = stage
+        self.reject_reason = reason
+        self.error_message = message
+        return self
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+_ARROW_TYPES = {
+    "clip_id": pa.string(),
+    "status": pa.string(),
+    "reject_stage": pa.string(),
+    "reject_reason": pa.string(),
+    "error_message": pa.string(),
+    "source": pa.string(),
+    "source_id": pa.string(),
+    "work_unit": pa.string(),
+    "work_unit_rows": pa.int32(),
+    "source_units": pa.int32(),
+    "scene_index": pa.int32(),
+    "source_start_s": pa.float64(),
+    "source_end_s": pa.float64(),
+    "start_frame": pa.int64(),
+    "end_frame": pa.int64(),
+    "src_fps": pa.float64(),
+    "src_vfr": pa.bool_(),
+    "src_width": pa.int32(),
+    "src_height": pa.int32(),
+    "src_duration_s": pa.float64(),
+    "src_rotation": pa.int32(),
+    "codec": pa.string(),
+    "duration_s": pa.float64(),
+    "num_frames": pa.int32(),
+    "fps": pa.float64(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "aspect_ratio": pa.float64(),
+    "crop_x": pa.int32(),
+    "crop_y": pa.int32(),
+    "crop_w": pa.int32(),
+    "crop_h": pa.int32(),
+    "motion_score": pa.float64(),
+    "motion_backend": pa.string(),
+    "motion_size": pa.int32(),
+    "motion_stride": pa.int32(),
+    "motion_camera": pa.float64(),
+    "motion_object": pa.float64(),
+    "motion_pair_scores": pa.list_(pa.float32()),
+    "caption": pa.string(),
+    "caption_model": pa.string(),
+    "caption_prompt_hash": pa.string(),
+    "shard": pa.string(),
+    "shard_offset": pa.int64(),
+    "shard_size": pa.int64(),
+    "config_hash": pa.string(),
+    "kvid_version": pa.string(),
+}
+
+CLIP_SCHEMA = pa.schema([pa.field(f.name, _ARROW_TYPES[f.name]) for f in dataclasses.fields(ClipRecord)])
+COLUMNS = tuple(CLIP_SCHEMA.names)
+MOTION_COLUMNS = tuple(c for c in COLUMNS if c.startswith("motion_"))
+CAPTION_COLUMNS = ("caption", "caption_model", "caption_prompt_hash")
+
+
+def records_to_table(records: list[ClipRecord] | list[dict]) -> pa.Table:
+    rows = [r.to_row() if isinstance(r, ClipRecord) else r for r in records]
+    return pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], schema=CLIP_SCHEMA)
+
+
+def table_to_records(table: pa.Table) -> list[ClipRecord]:
+    return [ClipRecord.from_row(r) for r in table.to_pylist()]
+
+
+def shard_json(record: ClipRecord) -> dict[str, Any]:
+    """The per-clip json stored in the tar: the record minus bulky or location-only fields."""
+    row = record.to_row()
+    for k in ("shard", "shard_offset", "shard_size", "motion_pair_scores", "work_unit", "work_unit_rows", "source_units"):
+        row.pop(k, None)
+    return row

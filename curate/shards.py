@@ -1,0 +1,291 @@
+"""Output layout of a run, written atomically and readable without kvid.
+
+    OUT/shards/shard-000000.tar      WebDataset: <clip_id>.mp4, <clip_id>.json, <clip_id>.txt
+    OUT/index/shard-000000.parquet   one row per clip in that tar (the clip schema)
+    OUT/rejects/shard-000000.parquet one row per reject committed with that part
+    OUT/manifest.json                config, versions, counts
+
+A part is committed when its index file exists: the tar and the rejects file are renamed
+into place first, the index last. Everything is written under a dot-name and renamed, and
+readers (pyarrow, Ray, webdataset globs) skip dot-names, so nothing half-written is ever
+visible. A tar without its index is an orphan from a killed run and is removed on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate import schema
+from curate.schema import ClipRecord, records_to_table
+
+SHARDS, INDEX, REJECTS = "shards", "index", "rejects"
+MANIFEST = "manifest.json"
+_PART_RE = re.compile(r"^shard-(\d{6,})\.(tar|parquet)$")
+_TAR_MTIME = 0  # fixed member mtime: identical inputs give identical tars
+
+
+def part_name(seq: int) -> str:
+    return f"shard-{seq:06d}"
+
+
+def _fsync_write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    _fsync_write(tmp, data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def atomic_write_table(path: str, table: pa.Table) -> None:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(path, sink.getvalue())
+
+
+def ensure_layout(out_dir: str) -> None:
+    for sub in (SHARDS, INDEX, REJECTS):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+
+
+def _parts(folder: str, ext: str) -> dict[int, str]:
+    found = {}
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            m = _PART_RE.match(name)
+            if m and m.group(2) == ext:
+                found[int(m.group(1))] = os.path.join(folder, name)
+    return found
+
+
+def _read_parts(folder: str, columns: list[str] | None = None) -> pa.Table:
+    tables = [pq.read_table(p, columns=columns) for _, p in sorted(_parts(folder, "parquet").items())]
+    if not tables:
+        sch = schema.CLIP_SCHEMA if columns is None else pa.schema([schema.CLIP_SCHEMA.field(c) for c in columns])
+        return sch.empty_table()
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def read_index(out_dir: str, columns: list[str] | None = None) -> pa.Table:
+    return _read_parts(os.path.join(out_dir, INDEX), columns)
+
+
+def read_rejects(out_dir: str, columns: list[str] | None = None) -> pa.Table:
+    return _read_parts(os.path.join(out_dir, REJECTS), columns)
+
+
+@dataclass
+class ResumeState:
+    """What a previous run into the same folder already committed."""
+
+    next_seq: int = 0
+    committed_ids: set[str] = field(default_factory=set)
+    done_units: set[str] = field(default_factory=set)
+    done_sources: set[str] = field(default_factory=set)  # source paths whose every unit is done
+    done_units_by_source: dict[str, set[str]] = field(default_factory=dict)  # source path -> done unit ids
+    orphans_removed: int = 0
+
+
+def remove_orphans(out_dir: str) -> int:
+    """Delete tars of parts whose index never got written, and stale temp files."""
+    index = _parts(os.path.join(out_dir, INDEX), "parquet")
+    removed = 0
+    for seq, path in _parts(os.path.join(out_dir, SHARDS), "tar").items():
+        if seq not in index:
+            os.unlink(path)
+            removed += 1
+    for sub in (SHARDS, INDEX, REJECTS):
+        folder = os.path.join(out_dir, sub)
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.startswith(".") and ".tmp" in name:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(folder, name))
+    return removed
+
+
+def resume_state(out_dir: str) -> ResumeState:
+    state = ResumeState(orphans_removed=remove_orphans(out_dir))
+    seqs = [*_parts(os.path.join(out_dir, INDEX), "parquet"), *_parts(os.path.join(out_dir, REJECTS), "parquet")]
+    state.next_seq = max(seqs) + 1 if seqs else 0
+    cols = ["clip_id", "source", "work_unit", "work_unit_rows", "source_units"]
+    rows = pa.concat_tables(
+        [read_index(out_dir, cols), read_rejects(out_dir, cols)], promote_options="default"
+    ).to_pylist()
+    ids_per_unit: dict[str, set[str]] = {}
+    need: dict[str, int] = {}
+    units_of_source: dict[str, set[str]] = {}
+    source_units: dict[str, int] = {}
+    for r in rows:
+        state.committed_ids.add(r["clip_id"])
+        ids_per_unit.setdefault(r["work_unit"], set()).add(r["clip_id"])
+        need[r["work_unit"]] = r["work_unit_rows"]
+        units_of_source.setdefault(r["source"], set()).add(r["work_unit"])
+        source_units[r["source"]] = r["source_units"]
+    state.done_units = {u for u, ids in ids_per_unit.items() if len(ids) >= need[u]}
+    for s, units in units_of_source.items():
+        state.done_units_by_source[s] = units & state.done_units
+    state.done_sources = {
+        s for s, units in units_of_source.items()
+        if len(units & state.done_units) >= (source_units[s] or 1)
+    }
+    return state
+
+
+class ShardWriter:
+    """Collects rows into parts and commits each atomically.
+
+    A part is closed when it holds ``max_clips`` clips or ``max_bytes`` of video, or has been
+    open ``max_open_s`` seconds (so a slow run still commits its work regularly).
+    Rows whose clip_id is in ``skip_ids`` (committed by an earlier run) are dropped.
+    """
+
+    def __init__(
+        self,
+        out_dir: str,
+        first_seq: int = 0,
+        max_clips: int = 1000,
+        max_bytes: int = 1 << 30,
+        max_open_s: float = 600.0,
+        skip_ids: set[str] | None = None,
+    ):
+        ensure_layout(out_dir)
+        self.out_dir = out_dir
+        self.seq = first_seq
+        self.max_clips = max_clips
+        self.max_bytes = max_bytes
+        self.max_open_s = max_open_s
+        self.skip_ids = skip_ids if skip_ids is not None else set()
+        self.written: Counter = Counter()  # clips, rejects, parts, bytes, skipped
+        self._tar: tarfile.TarFile | None = None
+        self._tar_tmp = ""
+        self._clips: list[ClipRecord] = []
+        self._rejects: list[ClipRecord] = []
+        self._bytes = 0
+        self._opened = 0.0
+
+    @property
+    def pending_clips(self) -> int:
+        return len(self._clips)
+
+    def _open(self) -> None:
+        name = part_name(self.seq) + ".tar"
+        self._tar_tmp = os.path.join(self.out_dir, SHARDS, f".{name}.tmp")
+        self._tar = tarfile.open(self._tar_tmp, "w", format=tarfile.GNU_FORMAT)
+        self._opened = time.monotonic()
+
+    def _add_member(self, name: str, data: bytes) -> tuple[int, int]:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = _TAR_MTIME
+        info.mode = 0o644
+        header = info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors)
+        offset = self._tar.offset + len(header)
+        self._tar.addfile(info, io.BytesIO(data))
+        return offset, len(data)
+
+    def add(self, record: ClipRecord, mp4: bytes | None = None) -> None:
+        if record.clip_id in self.skip_ids:
+            self.written["skipped"] += 1
+            return
+        self.skip_ids.add(record.clip_id)
+        if not record.ok:
+            self._rejects.append(record)
+        else:
+            if mp4 is None:
+                raise ValueError(f"clip {record.clip_id} is ok but has no video bytes")
+            if self._tar is None:
+                self._open()
+            record.shard = part_name(self.seq) + ".tar"
+            record.shard_offset, record.shard_size = self._add_member(f"{record.clip_id}.mp4", mp4)
+            self._add_member(f"{record.clip_id}.json", json.dumps(schema.shard_json(record), sort_keys=True).encode())
+            self._add_member(f"{record.clip_id}.txt", (record.caption or "").encode("utf-8"))
+            self._clips.append(record)
+            self._bytes += len(mp4)
+        if self._should_flush():
+            self.flush()
+
+    def _should_flush(self) -> bool:
+        if len(self._clips) >= self.max_clips or self._bytes >= self.max_bytes:
+            return True
+        pending = self._clips or len(self._rejects) >= self.max_clips
+        return bool(pending) and self._opened and time.monotonic() - self._opened >= self.max_open_s
+
+    def flush(self) -> None:
+        """Commit what is pending as one part (tar, rejects, then index)."""
+        if not self._clips and not self._rejects:
+            return
+        name = part_name(self.seq)
+        if self._tar is not None:
+            self._tar.close()
+            with open(self._tar_tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self._tar_tmp, os.path.join(self.out_dir, SHARDS, name + ".tar"))
+            self._tar = None
+        if self._rejects:
+            atomic_write_table(os.path.join(self.out_dir, REJECTS, name + ".parquet"), records_to_table(self._rejects))
+        if self._clips:
+            atomic_write_table(os.path.join(self.out_dir, INDEX, name + ".parquet"), records_to_table(self._clips))
+        self.written["clips"] += len(self._clips)
+        self.written["rejects"] += len(self._rejects)
+        self.written["bytes"] += self._bytes
+        self.written["parts"] += 1
+        self._clips, self._rejects, self._bytes, self._opened = [], [], 0, 0.0
+        self.seq += 1
+
+    def close(self) -> None:
+        self.flush()
+
+    def abort(self) -> None:
+        """Drop the open part (its rows were never committed)."""
+        if self._tar is not None:
+            self._tar.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._tar_tmp)
+            self._tar = None
+        self._clips, self._rejects, self._bytes = [], [], 0
+
+
+def iter_shard(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield (clip_id, {"mp4": ..., "json": ..., "txt": ...}) from one tar, in order."""
+    with tarfile.open(tar_path, "r") as tar:
+        key, group = None, {}
+        for member in tar:
+            if not member.isfile():
+                continue
+            stem, _, ext = member.name.rpartition(".")
+            if key is not None and stem != key:
+                yield key, group
+                group = {}
+            key = stem
+            group[ext] = tar.extractfile(member).read()
+        if key is not None:
+            yield key, group
+
+
+def read_clip_bytes(out_dir: str, record: dict | ClipRecord) -> bytes:
+    """Random access to one clip's mp4 through the index's shard offset (no tar scan)."""
+    r = record.to_row() if isinstance(record, ClipRecord) else record
+    with open(os.path.join(out_dir, SHARDS, r["shard"]), "rb") as f:
+        f.seek(r["shard_offset"])
+        return f.read(r["shard_size"])

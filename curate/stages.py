@@ -1,0 +1,200 @@
+"""The curate stages as plain functions: plan a source, analyse a unit, transcode a scene.
+
+No Ray here: ``pipelines/`` runs these in parallel; tests and notebooks call them directly.
+Every bad input ends as a reject record with a reason; nothing here raises for one file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import asdict, dataclass, field
+
+from curate import ids, schema
+from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit, frame_times
+from curate.borders import Crop
+from curate.ffmpeg import FFmpegError
+from curate.filters import FilterParams, Rejection, check_scene, check_source
+from curate.probe import ProbeError, VideoInfo, probe
+from curate.schema import ClipRecord
+from curate.transcode import TranscodeParams, output_frames, output_size, transcode_scene
+
+try:
+    KVID_VERSION = importlib.metadata.version("kvid")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    KVID_VERSION = "0.0.0+src"
+
+
+@dataclass(frozen=True)
+class CurateParams:
+    analysis: AnalysisParams = field(default_factory=AnalysisParams)
+    filters: FilterParams = field(default_factory=FilterParams)
+    transcode: TranscodeParams = field(default_factory=TranscodeParams)
+    chunk_s: float = 600.0  # long sources are analysed in chunks of this many seconds
+    probe_timeout_s: float = 60.0
+    tmp_dir: str | None = None
+
+    def config_hash(self) -> str:
+        a = self.analysis
+        return ids.config_hash(
+            {
+                "transcode": self.transcode.settings(),
+                "borders": asdict(a.border) if a.borders else None,
+                "border_samples_per_s": a.border_samples_per_s if a.borders else None,
+                "kvid_major": KVID_VERSION.split(".")[0],
+            }
+        )
+
+
+@dataclass
+class WorkUnit:
+    source: str
+    source_id: str
+    info: VideoInfo
+    chunk: int
+    num_chunks: int
+    first_frame: int
+    end_frame: int | None  # None: to the end of the stream
+
+    @property
+    def unit_id(self) -> str:
+        return ids.unit_id(self.source_id, self.chunk)
+
+
+def _source_record(source: str, source_id: str, cfg_hash: str, info: VideoInfo | None) -> ClipRecord:
+    rec = ClipRecord(
+        clip_id=ids.short_hash(source_id, "source", cfg_hash),
+        source=source,
+        source_id=source_id,
+        work_unit=ids.unit_id(source_id, 0),
+        work_unit_rows=1,
+        source_units=1,
+        config_hash=cfg_hash,
+        kvid_version=KVID_VERSION,
+    )
+    if info is not None:
+        _fill_source_fields(rec, info)
+        rec.duration_s = info.duration_s
+    return rec
+
+
+def _fill_source_fields(rec: ClipRecord, info: VideoInfo) -> None:
+    rec.src_fps = info.fps
+    rec.src_vfr = info.vfr
+    rec.src_width = info.width
+    rec.src_height = info.height
+    rec.src_duration_s = info.duration_s
+    rec.src_rotation = info.rotation
+    rec.codec = info.codec
+
+
+def plan_source(
+    source: str, params: CurateParams, done_units: frozenset[str] | set[str] = frozenset()
+) -> tuple[list[WorkUnit], list[ClipRecord]]:
+    """Probe a source and split it into units of work, or reject it whole.
+
+    Returns (units still to do, reject records). Units in ``done_units`` are left out.
+    """
+    cfg_hash = params.config_hash()
+    try:
+        source_id = ids.source_fingerprint(source)
+    except OSError:
+        source_id = "path-" + ids.short_hash(os.path.abspath(source))
+    try:
+        info = probe(source, timeout=params.probe_timeout_s)
+    except ProbeError as e:
+        rec = _source_record(source, source_id, cfg_hash, None)
+        return [], [rec.reject(schema.STAGE_PROBE, e.reason, e.message)]
+    rejection = check_source(info, params.filters)
+    if rejection:
+        rec = _source_record(source, source_id, cfg_hash, info)
+        return [], [rec.reject(rejection.stage, rejection.reason, rejection.message)]
+
+    chunk_frames = int(round(params.chunk_s * info.fps)) if params.chunk_s > 0 else 0
+    if chunk_frames <= 0 or info.num_frames <= chunk_frames * 1.5:
+        bounds = [(0, None)]
+    else:
+        starts = list(range(0, info.num_frames, chunk_frames))
+        if info.num_frames - starts[-1] < chunk_frames // 2:
+            starts.pop()  # fold a short tail into the previous chunk
+        bounds = [(s, e) for s, e in zip(starts, starts[1:] + [None])]
+    units = [
+        WorkUnit(source, source_id, info, k, len(bounds), first, end)
+        for k, (first, end) in enumerate(bounds)
+    ]
+    return [u for u in units if u.unit_id not in done_units], []
+
+
+def _apply_rejection(rec: ClipRecord, rejection: Rejection | None) -> ClipRecord:
+    return rec.reject(rejection.stage, rejection.reason, rejection.message) if rejection else rec
+
+
+def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
+    """Scene records for one unit: pending clips (status ok, not yet transcoded) and rejects.
+    Every record carries ``work_unit_rows`` = the number of records returned."""
+    cfg_hash = params.config_hash()
+    info = unit.info
+
+    def base(start: int, end: int, index: int | None) -> ClipRecord:
+        rec = ClipRecord(
+            clip_id=ids.clip_id(unit.source_id, start, end, cfg_hash),
+            source=unit.source,
+            source_id=unit.source_id,
+            work_unit=unit.unit_id,
+            source_units=unit.num_chunks,
+            scene_index=index,
+            start_frame=start,
+            end_frame=end,
+            config_hash=cfg_hash,
+            kvid_version=KVID_VERSION,
+        )
+        _fill_source_fields(rec, info)
+        return rec
+
+    try:
+        clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
+        result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock)
+    except (AnalysisError, FFmpegError, OSError) as e:
+        reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)
+        if isinstance(e, FFmpegError) and e.timed_out:
+            reason = schema.REASON_TIMEOUT
+        end = unit.end_frame if unit.end_frame is not None else info.num_frames
+        rec = base(unit.first_frame, end, None)
+        rec.duration_s = info.duration_s
+        records = [rec.reject(schema.STAGE_SCENES, reason, getattr(e, "message", str(e)))]
+    else:
+        records = []
+        for i, sc in enumerate(result.scenes):
+            rec = base(sc.start_frame, sc.end_frame, i)
+            rec.source_start_s = sc.start_s
+            rec.source_end_s = sc.end_s
+            rec.duration_s = sc.duration_s
+            rec.crop_x, rec.crop_y, rec.crop_w, rec.crop_h = sc.crop.x, sc.crop.y, sc.crop.w, sc.crop.h
+            w, h = output_size(sc.crop.w, sc.crop.h, info.sample_aspect, params.transcode.max_short_side)
+            rec.width, rec.height = w, h
+            rec.aspect_ratio = w / h
+            rec.fps = params.transcode.fps
+            rec.num_frames = output_frames(sc.duration_s, params.transcode.fps)
+            records.append(_apply_rejection(rec, check_scene(sc.duration_s, sc.crop.w, sc.crop.h, params.filters)))
+    for rec in records:
+        rec.work_unit_rows = len(records)
+    return records
+
+
+def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> bytes | None:
+    """Encode a pending clip; fills its output fields. On failure the record becomes a
+    reject and None is returned."""
+    if not rec.ok:
+        return None
+    crop = Crop(rec.crop_x, rec.crop_y, rec.crop_w, rec.crop_h)
+    try:
+        clip = transcode_scene(info, rec.source_start_s, rec.source_end_s, crop, params.transcode, params.tmp_dir)
+    except (FFmpegError, OSError) as e:
+        reason = schema.REASON_TIMEOUT if getattr(e, "timed_out", False) else schema.REASON_TRANSCODE_FAILED
+        rec.reject(schema.STAGE_TRANSCODE, reason, str(e))
+        return None
+    rec.width, rec.height = clip.width, clip.height
+    rec.aspect_ratio = clip.width / clip.height
+    rec.num_frames = clip.num_frames
+    rec.fps = clip.fps
+    return clip.data

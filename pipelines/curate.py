@@ -1,0 +1,440 @@
+"""`kvid curate`: the Ray Data graph from raw videos to shards.
+
+    sources --plan (probe, split long videos)--> units
+            --process (one decode for scenes+borders, filters, one ffmpeg per clip)--> clips
+            --motion (actor pool: GPU when there is one)--> scored clips
+            --caption prep (CPU tasks) --> caption (actor pool)--> captioned clips
+            --driver: ShardWriter (atomic parts, resumable)
+
+Plan and process are separate operators with different CPU requests so Ray does not fuse
+them: the units of one long source then run in parallel. Motion and caption run in their
+own actor pools so a model is loaded once per actor and GPU work is batched across clips.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from curate import shards
+from curate.ffmpeg import require_binaries
+from curate.stages import KVID_VERSION, CurateParams, analyze_work_unit, plan_source, transcode_record
+from pipelines import rows as R
+from pipelines.config import ConfigError, CurateConfig
+
+log = logging.getLogger("kvid")
+
+VIDEO_EXTENSIONS = {
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".flv", ".wmv", ".3gp", ".ogv", ".gif", ".mxf", ".vob",
+}
+
+
+class InputError(ValueError):
+    pass
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files as given, folders searched recursively for video extensions, globs expanded.
+    Absolute paths, sorted, without duplicates. Raises InputError naming what matched nothing."""
+    found: list[str] = []
+    missing = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [
+                    os.path.join(root, f)
+                    for f in sorted(files)
+                    if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS
+                ]
+        elif os.path.exists(item):
+            found.append(item)
+        elif glob.has_magic(item):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not matches:
+                missing.append(item)
+            found += matches
+        else:
+            missing.append(item)
+    if missing:
+        raise InputError("no such file, folder or glob match: " + ", ".join(repr(m) for m in missing))
+    return sorted({os.path.abspath(p) for p in found})
+
+
+# --- operators (plain functions; Ray calls them) ------------------------------------------
+
+
+def plan_op(row: dict[str, Any], params: CurateParams) -> Iterator[dict[str, Any]]:
+    units, rejects = plan_source(row["source"], params, frozenset(row["done_units"]))
+    for rec in rejects:
+        yield R.record_row(rec)
+    for unit in units:
+        yield R.unit_row(unit)
+
+
+def process_op(row: dict[str, Any], params: CurateParams) -> Iterator[dict[str, Any]]:
+    unit = R.row_unit(row)
+    if unit is None:
+        yield row  # a reject from planning: pass it on
+        return
+    for rec in analyze_work_unit(unit, params):
+        mp4 = transcode_record(rec, unit.info, params)
+        yield R.record_row(rec, mp4)
+
+
+class MotionActor:
+    """Holds one motion model for the actor's lifetime."""
+
+    def __init__(self, cfg: CurateConfig):
+        from motion.stage import MotionStage
+
+        self.stage = motion_stage(cfg, MotionStage)
+        self.stage.setup()
+
+    def __call__(self, batch):
+        return R.dicts_to_batch(self.stage(R.batch_to_dicts(batch)))
+
+
+class CaptionPrepFn:
+    def __init__(self, cfg: CurateConfig):
+        from caption.stage import CaptionPrepStage
+
+        self.stage = caption_prep_stage(cfg, CaptionPrepStage)
+
+    def __call__(self, batch):
+        return R.dicts_to_batch(self.stage(R.batch_to_dicts(batch)))
+
+
+class CaptionActor:
+    def __init__(self, cfg: CurateConfig):
+        from caption.stage import CaptionStage
+
+        self.stage = caption_stage(cfg, CaptionStage)
+        self.stage.setup()
+
+    def __call__(self, batch):
+        return R.dicts_to_batch(self.stage(R.batch_to_dicts(batch)))
+
+
+# --- stage construction (shared by the pipeline and the recompute commands) ----------------
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def motion_stage(cfg: CurateConfig, cls=None):
+    if cls is None:
+        from motion.stage import MotionStage as cls
+    backend = "raft_large" if cfg.motion_backend == "raft" else cfg.motion_backend
+    return cls(
+        backend=backend,
+        size=cfg.motion_size,
+        stride=cfg.motion_stride,
+        batch_size=cfg.motion_batch_size,
+        device=resolve_device(cfg.motion_device) if backend.startswith("raft") else "cpu",
+        weights=cfg.motion_weights or "default",
+    )
+
+
+def caption_prep_stage(cfg: CurateConfig, cls=None):
+    if cls is None:
+        from caption.stage import CaptionPrepStage as cls
+    return cls(num_frames=cfg.caption_frames)
+
+
+def caption_stage(cfg: CurateConfig, cls=None):
+    if cls is None:
+        from caption.stage import CaptionStage as cls
+    return cls(
+        model=cfg.caption_model,
+        prompt=cfg.caption_prompt,
+        max_new_tokens=cfg.caption_max_new_tokens,
+        batch_size=cfg.caption_batch_size,
+        device=resolve_device(cfg.caption_device),
+    )
+
+
+def check_models(cfg: CurateConfig) -> None:
+    """Load each model stage once on the driver before any work starts, so a missing
+    weights file or model stops the run at start with the fix in the message."""
+    if cfg.motion_enabled:
+        motion_stage(cfg).setup()
+    if cfg.caption_enabled:
+        caption_stage(cfg).setup()
+
+
+# --- Ray -----------------------------------------------------------------------------------
+
+
+# Ray's start-up notices that say nothing a kvid user can act on.
+_NOISY_LOGGERS = (
+    "ray._private.authentication.authentication_token_setup",
+    "ray.data._internal.progress",
+    "ray.data",
+)
+
+
+def init_ray(cfg: CurateConfig):
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    if cfg.ray_address:
+        kwargs["address"] = cfg.ray_address
+    elif cfg.num_cpus:
+        kwargs["num_cpus"] = cfg.num_cpus
+    ray.init(**kwargs)
+    return ray
+
+
+def _quiet_ray_data() -> None:
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    # One row per block: a planned unit or a clip is a unit of parallel work, and rows are
+    # small or carry a whole clip, so per-block overhead is noise next to an ffmpeg call.
+    ctx.target_max_block_size = 1
+    ctx.op_resource_reservation_enabled = False
+
+
+def gpu_count() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def build_dataset(cfg: CurateConfig, todo: list[dict[str, Any]]):
+    import ray
+
+    _quiet_ray_data()
+    params = cfg.curate_params()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = gpu_count()
+    workers = cfg.workers or cpus
+    tasks = ray.data.TaskPoolStrategy(size=workers)
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
+    ds = ds.flat_map(plan_op, fn_kwargs={"params": params}, num_cpus=0.5, compute=tasks)
+    ds = ds.flat_map(process_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks)
+    if cfg.motion_enabled:
+        on_gpu = cfg.motion_backend.startswith("raft") and resolve_device(cfg.motion_device).startswith("cuda")
+        n = cfg.motion_workers or (max(1, gpus) if on_gpu else 1)
+        ds = ds.map_batches(
+            MotionActor,
+            fn_constructor_kwargs={"cfg": cfg},
+            batch_size=max(1, cfg.motion_batch_size // 8),
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=n),
+            num_gpus=1 if on_gpu else 0,
+            num_cpus=1,
+        )
+    if cfg.caption_enabled:
+        on_gpu = resolve_device(cfg.caption_device).startswith("cuda")
+        ds = ds.map_batches(
+            CaptionPrepFn,
+            fn_constructor_kwargs={"cfg": cfg},
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)),
+            num_cpus=1,
+        )
+        ds = ds.map_batches(
+            CaptionActor,
+            fn_constructor_kwargs={"cfg": cfg},
+            batch_size=cfg.caption_batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=cfg.caption_workers or (max(1, gpus) if on_gpu else 1)),
+            num_gpus=1 if on_gpu else 0,
+            num_cpus=1,
+        )
+    return ds
+
+
+# --- manifest and summary -----------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import subprocess
+
+    out = {"kvid": KVID_VERSION, "python": platform.python_version()}
+    for pkg in ("ray", "pyarrow", "scenedetect", "torch", "torchvision", "transformers", "webdataset"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+        out["ffmpeg"] = first[0].split()[2] if first else "unknown"
+    except (OSError, subprocess.SubprocessError, IndexError):
+        out["ffmpeg"] = "unknown"
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_manifest(out_dir: str) -> dict | None:
+    import json
+
+    path = os.path.join(out_dir, shards.MANIFEST)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_resume_compatible(cfg: CurateConfig, manifest: dict | None) -> None:
+    if not manifest:
+        return
+    before = manifest.get("config", {})
+    changed = [k for k, v in cfg.output_settings().items() if k in before and before[k] != v]
+    if changed:
+        diffs = ", ".join(f"{k}: {before[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
+        raise ConfigError(
+            f"{cfg.out} was written with different settings ({diffs}). Resuming would mix two "
+            "datasets: use a new --out folder, or the same settings as before."
+        )
+
+
+def dataset_counts(out_dir: str) -> dict[str, Any]:
+    """Totals over everything committed in the output folder (all runs)."""
+    cols = ["source", "source_id", "src_duration_s", "duration_s", "reject_reason", "reject_stage"]
+    index = shards.read_index(out_dir, cols).to_pylist()
+    rejects = shards.read_rejects(out_dir, cols).to_pylist()
+    src_seconds = {}
+    for r in index + rejects:
+        src_seconds[r["source_id"]] = r["src_duration_s"] or 0.0
+    return {
+        "inputs": len(src_seconds),
+        "clips": len(index),
+        "rejects": len(rejects),
+        "rejects_by_reason": dict(Counter(r["reject_reason"] for r in rejects).most_common()),
+        "hours_in": round(sum(src_seconds.values()) / 3600, 4),
+        "hours_out": round(sum(r["duration_s"] or 0.0 for r in index) / 3600, 4),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    lines = [
+        f"kvid curate: {summary['status']} in {summary['wall_s']:.1f} s -> {summary['out']}",
+        f"  this run: {summary['sources_run']} sources processed, {summary['sources_skipped']} already done; "
+        f"{summary['clips_written']} clips, {summary['rejects_written']} rejects written",
+        f"  dataset:  {c['inputs']} inputs -> {c['clips']} clips + {c['rejects']} rejects",
+        f"  hours in: {c['hours_in']:.3f}   hours out: {c['hours_out']:.3f}",
+    ]
+    if c["rejects_by_reason"]:
+        lines.append("  rejects by reason: " + ", ".join(f"{k} {v}" for k, v in c["rejects_by_reason"].items()))
+    return "\n".join(lines)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str, Any]:
+    """Run the pipeline; returns the summary (also written into the manifest)."""
+    if not cfg.out:
+        raise ConfigError("no output folder: pass --out DIR")
+    if not cfg.inputs:
+        raise ConfigError("no inputs: pass video files, folders or globs")
+    require_binaries()
+    sources = expand_inputs(cfg.inputs)
+    out = cfg.out
+    os.makedirs(out, exist_ok=True)
+    manifest = read_manifest(out)
+    check_resume_compatible(cfg, manifest)
+    check_models(cfg)
+
+    t0 = time.monotonic()
+    started = _now()
+    state = shards.resume_state(out)
+    todo = [
+        {"source": s, "done_units": sorted(state.done_units_by_source.get(s, ()))}
+        for s in sources
+        if s not in state.done_sources
+    ]
+    manifest = manifest or {"created": _now(), "runs": []}
+    manifest.update({"status": "running", "kvid_version": KVID_VERSION, "config": cfg.model_dump(), "versions": _versions()})
+    shards.ensure_layout(out)
+    shards.atomic_write_json(os.path.join(out, shards.MANIFEST), manifest)
+
+    writer = shards.ShardWriter(
+        out,
+        first_seq=state.next_seq,
+        max_clips=cfg.shard_max_clips,
+        max_bytes=int(cfg.shard_max_mb * 1024 * 1024),
+        max_open_s=cfg.shard_max_open_s,
+        skip_ids=state.committed_ids,
+    )
+    status = "interrupted"
+    try:
+        if todo:
+            init_ray(cfg)
+            _write_all(build_dataset(cfg, todo), writer, todo, show_progress)
+        writer.close()
+        status = "complete"
+    finally:
+        if status != "complete":
+            writer.abort()
+        summary = _finish(out, manifest, started, t0, status, writer, len(todo), len(sources) - len(todo))
+    return summary
+
+
+def _write_all(ds, writer: shards.ShardWriter, todo: list[dict], show_progress: bool | None) -> None:
+    """Drain the dataset into the writer; the bar counts sources whose every unit is in."""
+    from tqdm import tqdm
+
+    units_before = Counter()
+    for item in todo:
+        for unit in item["done_units"]:
+            units_before[unit.rsplit(":", 1)[0]] += 1
+    unit_rows: Counter = Counter()
+    units_done: Counter = Counter(units_before)
+    with tqdm(total=len(todo), unit="video", desc="curate", disable=show_progress is False, dynamic_ncols=True) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                rec = R.row_record(row)
+                writer.add(rec, row["mp4"])
+                unit_rows[rec.work_unit] += 1
+                if unit_rows[rec.work_unit] == rec.work_unit_rows:
+                    units_done[rec.source_id] += 1
+                    if units_done[rec.source_id] == rec.source_units:
+                        bar.update(1)
+                        bar.set_postfix(clips=writer.written["clips"] + writer.pending_clips, refresh=False)
+
+
+def _finish(out, manifest, started, t0, status, writer, n_run, n_skipped) -> dict[str, Any]:
+    wall = time.monotonic() - t0
+    counts = dataset_counts(out)
+    run = {
+        "started": started,
+        "finished": _now(),
+        "status": status,
+        "wall_s": round(wall, 2),
+        "sources_run": n_run,
+        "sources_skipped": n_skipped,
+        "clips_written": writer.written["clips"],
+        "rejects_written": writer.written["rejects"],
+    }
+    runs = [r for r in manifest.get("runs", []) if r.get("started") != started] + [run]
+    manifest.update({"status": status, "counts": counts, "runs": runs, "updated": _now()})
+    shards.atomic_write_json(os.path.join(out, shards.MANIFEST), manifest)
+    return {**run, "out": out, "counts": counts}

@@ -1,0 +1,69 @@
+"""How records travel between Ray operators.
+
+A row is ``{"record": json, "unit": json, "mp4": bytes | None}``: the record as JSON keeps
+Arrow from guessing column types block by block (a column that is all null in one block
+and float in the next), and the video bytes ride beside it untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import pyarrow as pa
+
+from curate.probe import VideoInfo
+from curate.schema import ClipRecord
+from curate.stages import WorkUnit
+
+
+def _json_default(value: Any) -> Any:
+    # Stages may hand back numpy scalars or arrays (scores, per-pair lists).
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _dumps(obj: dict) -> str:
+    return json.dumps(obj, default=_json_default)
+
+
+def record_row(record: ClipRecord, mp4: bytes | None = None) -> dict[str, Any]:
+    return {"record": _dumps(record.to_row()), "unit": "", "mp4": mp4}
+
+
+def unit_row(unit: WorkUnit) -> dict[str, Any]:
+    return {"record": "", "unit": json.dumps(asdict(unit)), "mp4": None}
+
+
+def row_unit(row: dict[str, Any]) -> WorkUnit | None:
+    if not row.get("unit"):
+        return None
+    data = json.loads(row["unit"])
+    data["info"] = VideoInfo(**data["info"])
+    return WorkUnit(**data)
+
+
+def row_record(row: dict[str, Any]) -> ClipRecord:
+    return ClipRecord.from_row(json.loads(row["record"]))
+
+
+def batch_to_dicts(batch: pa.Table) -> list[dict[str, Any]]:
+    """Arrow batch of rows -> stage rows: schema columns plus "mp4" (what stages take)."""
+    out = []
+    for row in batch.to_pylist():
+        d = json.loads(row["record"])
+        d["mp4"] = row["mp4"]
+        out.append(d)
+    return out
+
+
+def dicts_to_batch(rows: list[dict[str, Any]]) -> dict[str, list]:
+    records, mp4s = [], []
+    for d in rows:
+        d = dict(d)
+        mp4s.append(d.pop("mp4", None) if d.get("status") == "ok" else None)
+        d = {k: v for k, v in d.items() if k in ClipRecord.__dataclass_fields__}
+        records.append(_dumps(d))
+    return {"record": records, "unit": [""] * len(records), "mp4": mp4s}
