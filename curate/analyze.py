@@ -61,6 +61,8 @@ class UnitAnalysis:
     scenes: list[SceneInfo]
     first_frame: int
     frames_decoded: int
+    expected_frames: int  # what the container promised for this unit
+    decode_errors: str = ""  # the decoder's error log, empty for a clean decode
 
 
 def frame_times(path: str, timeout: float = 120.0) -> np.ndarray:
@@ -95,6 +97,10 @@ class FrameClock:
         if self.times is None:
             return int(round(seconds * self.fps))
         return int(np.searchsorted(self.times, seconds - 0.25 / self.fps))
+
+
+def _last_lines(text: str, n: int = 4, limit: int = 400) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])[-limit:]
 
 
 def _analysis_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -208,10 +214,10 @@ def analyze_unit(
         raise AnalysisError(schema.REASON_TIMEOUT, f"decode did not finish within {timeout:.0f} s")
     if n == 0:
         reason = schema.REASON_DECODE_ERROR if (proc.returncode or err) else schema.REASON_NO_FRAMES
-        raise AnalysisError(reason, f"no frames decoded: {err[-300:] or 'empty stream'}")
+        raise AnalysisError(reason, f"no frames decoded: {_last_lines(err) or 'empty stream'}")
     if proc.returncode != 0 and n < params.min_decoded_fraction * max(expected, 1):
         raise AnalysisError(
-            schema.REASON_DECODE_ERROR, f"decode failed after {n} of ~{expected} frames: {err[-300:]}"
+            schema.REASON_DECODE_ERROR, f"decode failed after {n} of ~{expected} frames: {_last_lines(err)}"
         )
 
     last = first_frame + n
@@ -222,4 +228,10 @@ def analyze_unit(
         scenes.append(
             SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop)
         )
-    return UnitAnalysis(scenes=scenes, first_frame=first_frame, frames_decoded=n)
+    return UnitAnalysis(
+        scenes=scenes,
+        first_frame=first_frame,
+        frames_decoded=n,
+        expected_frames=expected,
+        decode_errors=_last_lines(err),
+    )

@@ -103,6 +103,14 @@ def _is_vfr(path: str, timeout: float) -> bool:
     return (trimmed[-1] - trimmed[0]) > _VFR_TOLERANCE * median * 2
 
 
+def _looks_like_mp4(path: str) -> bool:
+    """An ISO-BMFF file starts with a box such as ftyp: then a missing moov means truncation,
+    not a text file that merely has an .mp4 name."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[4:8] in (b"ftyp", b"mdat", b"free", b"wide", b"skip")
+
+
 def probe(path: str, timeout: float = 60.0) -> VideoInfo:
     """Read a video's properties. Raises ProbeError with a schema reason."""
     if not os.path.exists(path):
@@ -117,6 +125,10 @@ def probe(path: str, timeout: float = 60.0) -> VideoInfo:
     except FFmpegError as e:
         if e.timed_out:
             raise ProbeError(schema.REASON_TIMEOUT, str(e)) from e
+        if "moov atom not found" in e.stderr and _looks_like_mp4(path):
+            raise ProbeError(
+                schema.REASON_TRUNCATED, "mp4 index (moov atom) missing: the file is truncated or still being written"
+            ) from e
         raise ProbeError(schema.REASON_NOT_VIDEO, f"not a readable media file: {e}") from e
 
     fmt = data.get("format") or {}

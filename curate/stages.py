@@ -31,6 +31,9 @@ class CurateParams:
     filters: FilterParams = field(default_factory=FilterParams)
     transcode: TranscodeParams = field(default_factory=TranscodeParams)
     chunk_s: float = 600.0  # long sources are analysed in chunks of this many seconds
+    # A unit whose decode logged errors (corrupt or truncated data) has its scenes rejected:
+    # concealed frames look like video but are garbage to train on. False keeps them.
+    reject_decode_errors: bool = True
     probe_timeout_s: float = 60.0
     tmp_dir: str | None = None
 
@@ -175,7 +178,19 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             rec.aspect_ratio = w / h
             rec.fps = params.transcode.fps
             rec.num_frames = output_frames(sc.duration_s, params.transcode.fps)
-            records.append(_apply_rejection(rec, check_scene(sc.duration_s, sc.crop.w, sc.crop.h, params.filters)))
+            if result.decode_errors and params.reject_decode_errors:
+                rec.reject(schema.STAGE_SCENES, schema.REASON_DECODE_ERROR, "decoder errors in this part of the source: " + result.decode_errors)
+            else:
+                _apply_rejection(rec, check_scene(sc.duration_s, sc.crop.w, sc.crop.h, params.filters))
+            records.append(rec)
+        missing = result.expected_frames - result.frames_decoded
+        if missing > max(2, 0.02 * result.expected_frames):
+            # The stream ends early (truncated file): the promised rest becomes a reject row.
+            first = result.first_frame + result.frames_decoded
+            rec = base(first, result.first_frame + result.expected_frames, None)
+            rec.duration_s = missing / info.fps
+            records.append(rec.reject(schema.STAGE_SCENES, schema.REASON_TRUNCATED,
+                                      f"stream ends after {result.frames_decoded} of {result.expected_frames} frames"))
     for rec in records:
         rec.work_unit_rows = len(records)
     return records

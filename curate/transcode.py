@@ -43,7 +43,8 @@ class ClipFile:
 
 
 def _even(x: float) -> int:
-    return max(2, int(round(x / 2.0)) * 2)
+    # Round down: an odd side loses one pixel rather than being stretched by one.
+    return max(2, int(x + 1e-6) // 2 * 2)
 
 
 def output_size(crop_w: int, crop_h: int, sample_aspect: float, max_short_side: int) -> tuple[int, int]:

@@ -159,6 +159,9 @@ def _guard(fn) -> int:
     except ConfigError as e:
         print(f"kvid: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("kvid: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

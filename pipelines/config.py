@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import types
-import typing
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,7 +29,7 @@ OUTPUT_FIELDS = (
     "scene_detector", "scene_threshold", "min_scene_len_s", "analysis_width", "crop_borders",
     "border_black_level", "border_min_px", "border_samples_per_s", "min_duration_s", "min_area",
     "min_side", "min_fps", "max_fps", "max_side", "fps", "max_short_side", "codec", "crf",
-    "preset", "chunk_s",
+    "preset", "chunk_s", "reject_decode_errors",
 )
 
 
@@ -85,6 +83,9 @@ class CurateConfig(BaseModel):
 
     # Robustness.
     chunk_s: float = Field(600.0, ge=0, description="analyse long sources in chunks of this many seconds (0 = never)")
+    reject_decode_errors: bool = Field(
+        True, description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)"
+    )
     probe_timeout_s: float = Field(60.0, gt=0, description="ffprobe timeout per file")
     decode_timeout_s: float = Field(120.0, gt=0, description="decode timeout per unit, plus 2 s per second of video")
     tmp_dir: Optional[str] = Field(None, description="scratch folder for encoded clips (default: system temp)")
@@ -177,6 +178,7 @@ class CurateConfig(BaseModel):
                 threads=self.ffmpeg_threads,
             ),
             chunk_s=self.chunk_s,
+            reject_decode_errors=self.reject_decode_errors,
             probe_timeout_s=self.probe_timeout_s,
             tmp_dir=self.tmp_dir,
         )

@@ -221,9 +221,13 @@ def gpu_count() -> int:
 
 
 def build_dataset(cfg: CurateConfig, todo: list[dict[str, Any]]):
+    import warnings
+
     import ray
 
     _quiet_ray_data()
+    # Ray warns when an operator gets fewer inputs than its task limit (a short input list).
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
     params = cfg.curate_params()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = gpu_count()

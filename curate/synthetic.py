@@ -1,0 +1,158 @@
+"""Synthetic videos with a known answer, rendered by ffmpeg's lavfi sources.
+
+Used by `kvid demo`, the tests and the benchmarks: hard cuts at known frames, letterbox and
+pillarbox bars of known size, a chosen frame rate, and broken files of several kinds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from curate.ffmpeg import run_ffmpeg
+
+# Visually distinct lavfi sources: a cut between any two is a large HSV change.
+SCENE_SOURCES = (
+    "testsrc2=size={w}x{h}:rate={fps}",
+    "mandelbrot=size={w}x{h}:rate={fps}",
+    "smptehdbars=size={w}x{h}:rate={fps},hue=H=2*PI*t/3",
+    "rgbtestsrc=size={w}x{h}:rate={fps},rotate=a=0.4*t:c=blue",
+    "cellauto=size={w}x{h}:rate={fps}:rule=110:random_fill_ratio=0.5,negate",
+)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    codec: str = "libx264"
+    crf: int = 20
+    preset: str = "veryfast"
+
+    def args(self) -> list[str]:
+        return ["-c:v", self.codec, "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p"]
+
+
+def _render(path: str, inputs: list[str], graph: str | None, duration_s: float, enc: Encoding, extra: list[str] = ()) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    args = []
+    for src in inputs:
+        args += ["-f", "lavfi", "-i", src]
+    if graph:
+        args += ["-filter_complex", graph, "-map", "[v]"]
+    args += ["-t", f"{duration_s:.6f}", *enc.args(), "-an", *extra, "-y", path]
+    run_ffmpeg(args, timeout=300)
+    return path
+
+
+def scene_video(
+    path: str,
+    scene_frames: list[int],
+    fps: float = 30,
+    size: tuple[int, int] = (640, 360),
+    enc: Encoding = Encoding(),
+) -> list[int]:
+    """Concatenate scenes of the given lengths (in frames) from different sources.
+    Returns the frames where scenes start (excluding 0): the true cuts."""
+    w, h = size
+    inputs, parts = [], []
+    for i, n in enumerate(scene_frames):
+        src = SCENE_SOURCES[i % len(SCENE_SOURCES)].format(w=w, h=h, fps=fps)
+        # Offsetting each repeat of a source keeps two scenes from the same source distinct.
+        inputs.append(f"{src},trim=start_frame={37 * (i // len(SCENE_SOURCES))}")
+        parts.append(f"[{i}:v]trim=end_frame={n},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[s{i}]")
+    graph = ";".join(parts) + ";" + "".join(f"[s{i}]" for i in range(len(scene_frames)))
+    graph += f"concat=n={len(scene_frames)}:v=1:a=0[v]"
+    total = sum(scene_frames)
+    _render(path, inputs, graph, total / fps + 1.0, enc, ["-frames:v", str(total), "-r", str(fps)])
+    cuts, acc = [], 0
+    for n in scene_frames[:-1]:
+        acc += n
+        cuts.append(acc)
+    return cuts
+
+
+def boxed_video(
+    path: str,
+    content: tuple[int, int],
+    frame: tuple[int, int],
+    duration_s: float = 3.0,
+    fps: float = 25,
+    enc: Encoding = Encoding(),
+) -> tuple[int, int, int, int]:
+    """Content of size ``content`` centred in a black ``frame`` (letterbox and/or pillarbox).
+    Returns the content box (x, y, w, h)."""
+    cw, ch = content
+    fw, fh = frame
+    x, y = (fw - cw) // 2, (fh - ch) // 2
+    src = f"testsrc2=size={cw}x{ch}:rate={fps}"
+    graph = f"[0:v]pad={fw}:{fh}:{x}:{y}:black,format=yuv420p[v]"
+    _render(path, [src], graph, duration_s, enc)
+    return x, y, cw, ch
+
+
+def plain_video(
+    path: str,
+    duration_s: float = 3.0,
+    fps: float = 25,
+    size: tuple[int, int] = (640, 360),
+    source: str = "testsrc2",
+    enc: Encoding = Encoding(),
+    extra: list[str] = (),
+) -> str:
+    w, h = size
+    return _render(path, [f"{source}=size={w}x{h}:rate={fps}"], None, duration_s, enc, list(extra))
+
+
+def write_frames(path: str, frames, fps: float = 24, lossless: bool = True) -> str:
+    """Encode (T, H, W, 3) uint8 RGB frames to a video file."""
+    t, h, w, _ = frames.shape
+    codec = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv444p"] if lossless else Encoding().args()
+    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0", *codec, "-y", path]
+    run_ffmpeg(args, timeout=300, input_bytes=frames.tobytes())
+    return path
+
+
+# --- broken inputs --------------------------------------------------------------------------
+
+
+def zero_byte_file(path: str) -> str:
+    open(path, "wb").close()
+    return path
+
+
+def random_bytes_file(path: str, size: int = 200_000, seed: int = 0) -> str:
+    import random
+
+    rnd = random.Random(seed)
+    with open(path, "wb") as f:
+        f.write(bytes(rnd.getrandbits(8) for _ in range(size)))
+    return path
+
+
+def text_file(path: str) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("this is not a video\n" * 100)
+    return path
+
+
+def truncated_copy(src: str, dst: str, fraction: float = 0.5) -> str:
+    """The first ``fraction`` of a file: an mp4 cut mid-stream (moov may be lost)."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data[: int(len(data) * fraction)])
+    return dst
+
+
+def corrupt_copy(src: str, dst: str, seed: int = 1) -> str:
+    """A copy with a run of bytes in the middle overwritten with garbage."""
+    import random
+
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    rnd = random.Random(seed)
+    start = len(data) // 3
+    for i in range(start, min(len(data), start + len(data) // 3)):
+        data[i] = rnd.getrandbits(8)
+    with open(dst, "wb") as f:
+        f.write(bytes(data))
+    return dst

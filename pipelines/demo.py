@@ -1,0 +1,52 @@
+"""`kvid demo`: make sample videos, curate them on a local Ray, write the report."""
+
+from __future__ import annotations
+
+import os
+
+from curate import synthetic
+from curate.ffmpeg import require_binaries
+
+# Offline choices, named explicitly (see README): OpenCV motion, no captioning model.
+DEMO_FLAGS = ["--motion-backend", "dis", "--caption-model", "none"]
+
+
+def make_samples(folder: str) -> dict[str, str]:
+    """Render the demo inputs; returns {name: what kvid should do with it}."""
+    os.makedirs(folder, exist_ok=True)
+    p = lambda name: os.path.join(folder, name)  # noqa: E731
+    expect = {}
+    if not os.path.exists(p("cuts.mp4")):
+        synthetic.scene_video(p("cuts.mp4"), [90, 36, 75, 120], fps=30)
+    expect["cuts.mp4"] = "4 scenes: 3 clips, the 1.2 s scene rejected as too_short"
+    if not os.path.exists(p("letterbox.mp4")):
+        synthetic.boxed_video(p("letterbox.mp4"), (1280, 520), (1280, 720), duration_s=4)
+    expect["letterbox.mp4"] = "one clip, 100 px bars cropped: 1280x520"
+    if not os.path.exists(p("low_fps.mp4")):
+        synthetic.plain_video(p("low_fps.mp4"), duration_s=4, fps=15)
+    expect["low_fps.mp4"] = "rejected: fps (15 < 23)"
+    if not os.path.exists(p("too_short.mp4")):
+        synthetic.plain_video(p("too_short.mp4"), duration_s=1.5, fps=25, source="mandelbrot")
+    expect["too_short.mp4"] = "rejected: too_short (1.5 s)"
+    synthetic.random_bytes_file(p("corrupt.mp4"), size=100_000)
+    expect["corrupt.mp4"] = "rejected: not_video (random bytes)"
+    return expect
+
+
+def run_demo(out: str, open_report: bool = False, extra: list[str] | None = None) -> int:
+    from pipelines.cli import main as kvid_main
+    from pipelines.report import inspect_output
+
+    require_binaries()
+    samples = os.path.join(out, "samples")
+    result = os.path.join(out, "curated")
+    print(f"kvid demo: rendering sample videos into {samples}")
+    for name, what in make_samples(samples).items():
+        print(f"  {name:<15} {what}")
+    extra = [a for a in (extra or []) if a != "--"]
+    code = kvid_main(["curate", samples, "--out", result, *DEMO_FLAGS, *extra])
+    if code:
+        return code
+    inspect_output(result, html=True, open_browser=open_report)
+    print(f"\nnext: open {os.path.join(result, 'report.html')}, or read the shards with webdataset / pyarrow")
+    return 0
