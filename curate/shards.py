@@ -32,6 +32,9 @@ from curate.schema import ClipRecord, records_to_table
 
 SHARDS, INDEX, REJECTS = "shards", "index", "rejects"
 MANIFEST = "manifest.json"
+NEXT = ".next"  # a new dataset version being built (recompute, recaption); hidden from readers
+VERSIONS = "versions"  # earlier versions, kept after a new one is published
+_SWAP = ".swap.json"  # journal of a publish in progress
 _PART_RE = re.compile(r"^shard-(\d{6,})\.(tar|parquet)$")
 _TAR_MTIME = 0  # fixed member mtime: identical inputs give identical tars
 
@@ -125,6 +128,7 @@ def remove_orphans(out_dir: str) -> int:
 
 
 def resume_state(out_dir: str) -> ResumeState:
+    recover_publish(out_dir)
     state = ResumeState(orphans_removed=remove_orphans(out_dir))
     seqs = [*_parts(os.path.join(out_dir, INDEX), "parquet"), *_parts(os.path.join(out_dir, REJECTS), "parquet")]
     state.next_seq = max(seqs) + 1 if seqs else 0
@@ -152,8 +156,74 @@ def resume_state(out_dir: str) -> ResumeState:
     return state
 
 
+class PartWriter:
+    """One part: a tar (when it has clips), its rejects file and its index file, committed
+    together by ``commit()`` (tar and rejects renamed into place first, the index last)."""
+
+    def __init__(self, out_dir: str, name: str):
+        self.out_dir = out_dir
+        self.name = name
+        self.clips: list[ClipRecord] = []
+        self.rejects: list[ClipRecord] = []
+        self.bytes = 0
+        self.opened = time.monotonic()
+        self._tar: tarfile.TarFile | None = None
+        self._tar_tmp = os.path.join(out_dir, SHARDS, f".{name}.tar.tmp")
+
+    def _add_member(self, name: str, data: bytes) -> tuple[int, int]:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = _TAR_MTIME
+        info.mode = 0o644
+        header = info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors)
+        offset = self._tar.offset + len(header)
+        self._tar.addfile(info, io.BytesIO(data))
+        return offset, len(data)
+
+    def add(self, record: ClipRecord, mp4: bytes | None) -> None:
+        if not record.ok:
+            record.shard = record.shard_offset = record.shard_size = None
+            self.rejects.append(record)
+            return
+        if mp4 is None:
+            raise ValueError(f"clip {record.clip_id} is ok but has no video bytes")
+        if self._tar is None:
+            self._tar = tarfile.open(self._tar_tmp, "w", format=tarfile.GNU_FORMAT)
+        record.shard = self.name + ".tar"
+        record.shard_offset, record.shard_size = self._add_member(f"{record.clip_id}.mp4", mp4)
+        self._add_member(f"{record.clip_id}.json", json.dumps(schema.shard_json(record), sort_keys=True).encode())
+        self._add_member(f"{record.clip_id}.txt", (record.caption or "").encode("utf-8"))
+        self.clips.append(record)
+        self.bytes += len(mp4)
+
+    @property
+    def empty(self) -> bool:
+        return not self.clips and not self.rejects
+
+    def commit(self, always_index: bool = False) -> None:
+        """``always_index`` writes an index file even for a part without clips, so a
+        rewrite can tell a finished part from one never started."""
+        if self._tar is not None:
+            self._tar.close()
+            with open(self._tar_tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self._tar_tmp, os.path.join(self.out_dir, SHARDS, self.name + ".tar"))
+            self._tar = None
+        if self.rejects:
+            atomic_write_table(os.path.join(self.out_dir, REJECTS, self.name + ".parquet"), records_to_table(self.rejects))
+        if self.clips or always_index:
+            atomic_write_table(os.path.join(self.out_dir, INDEX, self.name + ".parquet"), records_to_table(self.clips))
+
+    def abort(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+        with contextlib.suppress(OSError):
+            os.unlink(self._tar_tmp)
+
+
 class ShardWriter:
-    """Collects rows into parts and commits each atomically.
+    """Rolls rows into parts and commits each atomically.
 
     A part is closed when it holds ``max_clips`` clips or ``max_bytes`` of video, or has been
     open ``max_open_s`` seconds (so a slow run still commits its work regularly).
@@ -177,80 +247,38 @@ class ShardWriter:
         self.max_open_s = max_open_s
         self.skip_ids = skip_ids if skip_ids is not None else set()
         self.written: Counter = Counter()  # clips, rejects, parts, bytes, skipped
-        self._tar: tarfile.TarFile | None = None
-        self._tar_tmp = ""
-        self._clips: list[ClipRecord] = []
-        self._rejects: list[ClipRecord] = []
-        self._bytes = 0
-        self._opened = 0.0
+        self._part: PartWriter | None = None
 
     @property
     def pending_clips(self) -> int:
-        return len(self._clips)
-
-    def _open(self) -> None:
-        name = part_name(self.seq) + ".tar"
-        self._tar_tmp = os.path.join(self.out_dir, SHARDS, f".{name}.tmp")
-        self._tar = tarfile.open(self._tar_tmp, "w", format=tarfile.GNU_FORMAT)
-        self._opened = time.monotonic()
-
-    def _add_member(self, name: str, data: bytes) -> tuple[int, int]:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = _TAR_MTIME
-        info.mode = 0o644
-        header = info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors)
-        offset = self._tar.offset + len(header)
-        self._tar.addfile(info, io.BytesIO(data))
-        return offset, len(data)
+        return len(self._part.clips) if self._part else 0
 
     def add(self, record: ClipRecord, mp4: bytes | None = None) -> None:
         if record.clip_id in self.skip_ids:
             self.written["skipped"] += 1
             return
         self.skip_ids.add(record.clip_id)
-        if not record.ok:
-            self._rejects.append(record)
-        else:
-            if mp4 is None:
-                raise ValueError(f"clip {record.clip_id} is ok but has no video bytes")
-            if self._tar is None:
-                self._open()
-            record.shard = part_name(self.seq) + ".tar"
-            record.shard_offset, record.shard_size = self._add_member(f"{record.clip_id}.mp4", mp4)
-            self._add_member(f"{record.clip_id}.json", json.dumps(schema.shard_json(record), sort_keys=True).encode())
-            self._add_member(f"{record.clip_id}.txt", (record.caption or "").encode("utf-8"))
-            self._clips.append(record)
-            self._bytes += len(mp4)
-        if self._should_flush():
+        if self._part is None:
+            self._part = PartWriter(self.out_dir, part_name(self.seq))
+        self._part.add(record, mp4)
+        if self._should_flush(self._part):
             self.flush()
 
-    def _should_flush(self) -> bool:
-        if len(self._clips) >= self.max_clips or self._bytes >= self.max_bytes:
+    def _should_flush(self, part: PartWriter) -> bool:
+        if len(part.clips) >= self.max_clips or part.bytes >= self.max_bytes or len(part.rejects) >= self.max_clips:
             return True
-        pending = self._clips or len(self._rejects) >= self.max_clips
-        return bool(pending) and self._opened and time.monotonic() - self._opened >= self.max_open_s
+        return time.monotonic() - part.opened >= self.max_open_s
 
     def flush(self) -> None:
-        """Commit what is pending as one part (tar, rejects, then index)."""
-        if not self._clips and not self._rejects:
+        """Commit what is pending as one part."""
+        part, self._part = self._part, None
+        if part is None or part.empty:
             return
-        name = part_name(self.seq)
-        if self._tar is not None:
-            self._tar.close()
-            with open(self._tar_tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self._tar_tmp, os.path.join(self.out_dir, SHARDS, name + ".tar"))
-            self._tar = None
-        if self._rejects:
-            atomic_write_table(os.path.join(self.out_dir, REJECTS, name + ".parquet"), records_to_table(self._rejects))
-        if self._clips:
-            atomic_write_table(os.path.join(self.out_dir, INDEX, name + ".parquet"), records_to_table(self._clips))
-        self.written["clips"] += len(self._clips)
-        self.written["rejects"] += len(self._rejects)
-        self.written["bytes"] += self._bytes
+        part.commit()
+        self.written["clips"] += len(part.clips)
+        self.written["rejects"] += len(part.rejects)
+        self.written["bytes"] += part.bytes
         self.written["parts"] += 1
-        self._clips, self._rejects, self._bytes, self._opened = [], [], 0, 0.0
         self.seq += 1
 
     def close(self) -> None:
@@ -258,12 +286,9 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the open part (its rows were never committed)."""
-        if self._tar is not None:
-            self._tar.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._tar_tmp)
-            self._tar = None
-        self._clips, self._rejects, self._bytes = [], [], 0
+        if self._part is not None:
+            self._part.abort()
+            self._part = None
 
 
 def iter_shard(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -289,3 +314,70 @@ def read_clip_bytes(out_dir: str, record: dict | ClipRecord) -> bytes:
     with open(os.path.join(out_dir, SHARDS, r["shard"]), "rb") as f:
         f.seek(r["shard_offset"])
         return f.read(r["shard_size"])
+
+
+# --- dataset versions ----------------------------------------------------------------------
+#
+# A rewrite (new motion scores, new captions) builds a complete new version under OUT/.next/
+# with the same part names, part by part (resumable), while OUT/ stays as it was. Publishing
+# moves the current shards/index/rejects to OUT/versions/vNNN/ and .next's into place, with
+# a journal so a publish interrupted between its renames is completed by the next kvid call.
+
+
+def part_names(out_dir: str) -> list[str]:
+    """Names of the committed parts (shard-NNNNNN), from index and rejects files."""
+    seqs = set(_parts(os.path.join(out_dir, INDEX), "parquet")) | set(_parts(os.path.join(out_dir, REJECTS), "parquet"))
+    return [part_name(s) for s in sorted(seqs)]
+
+
+def read_part(out_dir: str, name: str, folder: str) -> list[ClipRecord]:
+    path = os.path.join(out_dir, folder, name + ".parquet")
+    if not os.path.exists(path):
+        return []
+    return schema.table_to_records(pq.read_table(path))
+
+
+def next_version_dir(out_dir: str) -> str:
+    return os.path.join(out_dir, NEXT)
+
+
+def finished_parts(version_dir: str) -> set[str]:
+    return {part_name(s) for s in _parts(os.path.join(version_dir, INDEX), "parquet")}
+
+
+def _next_archive(out_dir: str) -> str:
+    folder = os.path.join(out_dir, VERSIONS)
+    taken = [int(n[1:]) for n in os.listdir(folder) if n.startswith("v") and n[1:].isdigit()] if os.path.isdir(folder) else []
+    return os.path.join(VERSIONS, f"v{(max(taken) + 1) if taken else 1:03d}")
+
+
+def recover_publish(out_dir: str) -> bool:
+    """Finish a publish that was interrupted; True when there was one."""
+    journal = os.path.join(out_dir, _SWAP)
+    if not os.path.exists(journal):
+        return False
+    with open(journal, encoding="utf-8") as f:
+        archive = os.path.join(out_dir, json.load(f)["archive"])
+    nxt = next_version_dir(out_dir)
+    os.makedirs(archive, exist_ok=True)
+    for sub in (SHARDS, INDEX, REJECTS):
+        cur, new, old = os.path.join(out_dir, sub), os.path.join(nxt, sub), os.path.join(archive, sub)
+        if os.path.exists(new):
+            if os.path.exists(cur) and not os.path.exists(old):
+                os.rename(cur, old)
+            if not os.path.exists(cur):
+                os.rename(new, cur)
+    import shutil
+
+    shutil.rmtree(nxt, ignore_errors=True)
+    os.unlink(journal)
+    return True
+
+
+def publish_next(out_dir: str) -> str:
+    """Make OUT/.next the current version; returns where the old one went (OUT-relative)."""
+    recover_publish(out_dir)
+    archive = _next_archive(out_dir)
+    atomic_write_json(os.path.join(out_dir, _SWAP), {"archive": archive})
+    recover_publish(out_dir)
+    return archive

@@ -127,14 +127,6 @@ class CaptionActor:
 # --- stage construction (shared by the pipeline and the recompute commands) ----------------
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def motion_stage(cfg: CurateConfig, cls=None):
     if cls is None:
         from motion.stage import MotionStage as cls
@@ -144,15 +136,19 @@ def motion_stage(cfg: CurateConfig, cls=None):
         size=cfg.motion_size,
         stride=cfg.motion_stride,
         batch_size=cfg.motion_batch_size,
-        device=resolve_device(cfg.motion_device) if backend.startswith("raft") else "cpu",
+        device=cfg.motion_device if backend.startswith("raft") else "cpu",
         weights=cfg.motion_weights or "default",
     )
 
 
 def caption_prep_stage(cfg: CurateConfig, cls=None):
+    from caption.backends import inspect_model
+
     if cls is None:
         from caption.stage import CaptionPrepStage as cls
-    return cls(num_frames=cfg.caption_frames)
+    # Frames are sampled at the size the model's processor works at.
+    side = inspect_model(cfg.caption_model, check_weights=False).frame_short_side
+    return cls(num_frames=cfg.caption_frames, short_side=side)
 
 
 def caption_stage(cfg: CurateConfig, cls=None):
@@ -163,17 +159,29 @@ def caption_stage(cfg: CurateConfig, cls=None):
         prompt=cfg.caption_prompt,
         max_new_tokens=cfg.caption_max_new_tokens,
         batch_size=cfg.caption_batch_size,
-        device=resolve_device(cfg.caption_device),
+        device=cfg.caption_device,
     )
 
 
 def check_models(cfg: CurateConfig) -> None:
-    """Load each model stage once on the driver before any work starts, so a missing
-    weights file or model stops the run at start with the fix in the message."""
+    """Before any work starts: a missing weights file or model stops the run here, with the
+    fix in the message. RAFT is small and loaded once, on the driver's CPU; the VLM's files
+    are only checked (its actors load it)."""
     if cfg.motion_enabled:
-        motion_stage(cfg).setup()
+        from motion.backends import MotionError
+
+        try:
+            motion_stage(cfg.model_copy(update={"motion_device": "cpu"})).setup()
+        except (MotionError, ValueError) as e:
+            raise ConfigError(str(e)) from e
     if cfg.caption_enabled:
-        caption_stage(cfg).setup()
+        from caption.backends import CaptionModelError, inspect_model
+
+        try:
+            caption_stage(cfg)  # validates the prompt template
+            inspect_model(cfg.caption_model, check_weights=True)
+        except (CaptionModelError, ValueError) as e:
+            raise ConfigError(str(e)) from e
 
 
 # --- Ray -----------------------------------------------------------------------------------
@@ -206,12 +214,83 @@ def init_ray(cfg: CurateConfig):
 def _quiet_ray_data() -> None:
     from ray.data import DataContext
 
+    # Ray Data sets its loggers up on import; quiet them after that (we show our own bar).
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     # One row per block: a planned unit or a clip is a unit of parallel work, and rows are
     # small or carry a whole clip, so per-block overhead is noise next to an ffmpeg call.
     ctx.target_max_block_size = 1
     ctx.op_resource_reservation_enabled = False
+
+
+def cluster_device(requested: str) -> str:
+    """'auto' means a GPU when the Ray cluster has one (the driver may have none)."""
+    if requested != "auto":
+        return requested
+    return "cuda" if gpu_count() > 0 else "cpu"
+
+
+def on_cluster(cfg: CurateConfig) -> CurateConfig:
+    """The config with devices decided for the cluster's actors, not for the driver."""
+    from motion.backends import is_raft
+
+    motion = cluster_device(cfg.motion_device) if cfg.motion_enabled and is_raft(cfg.motion_backend) else "cpu"
+    return cfg.model_copy(update={"motion_device": motion, "caption_device": cluster_device(cfg.caption_device)})
+
+
+def motion_actor_options(cfg: CurateConfig) -> dict[str, Any]:
+    """map_batches options of the motion actor pool (``cfg`` from ``on_cluster``): one
+    actor per GPU for RAFT on CUDA, each with a few decode threads, else CPU actors;
+    each call gets several clips so frame pairs batch across clips."""
+    import ray
+
+    on_gpu = cfg.motion_device.startswith("cuda")
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n = cfg.motion_workers or (max(1, gpu_count()) if on_gpu else max(1, cpus // 4))
+    return {
+        "batch_size": 8 if on_gpu else 2,
+        "batch_format": "pyarrow",
+        "compute": ray.data.ActorPoolStrategy(size=n),
+        "num_gpus": 1 if on_gpu else 0,
+        "num_cpus": actor_cpus(4 if on_gpu else 1),
+    }
+
+
+def add_caption_stages(ds, cfg: CurateConfig, cpu_workers: int | None = None):
+    """Frame sampling on CPU tasks, then generation in an actor pool (one per GPU)."""
+    import ray
+
+    on_gpu = cfg.caption_device.startswith("cuda")
+    cpu_workers = cpu_workers or max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+    ds = ds.map_batches(
+        CaptionPrepFn,
+        fn_constructor_kwargs={"cfg": cfg},
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpu_workers),
+        num_cpus=actor_cpus(1),
+    )
+    return ds.map_batches(
+        CaptionActor,
+        fn_constructor_kwargs={"cfg": cfg},
+        batch_size=cfg.caption_batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.caption_workers or (max(1, gpu_count()) if on_gpu else 1)),
+        num_gpus=1 if on_gpu else 0,
+        num_cpus=actor_cpus(1),
+    )
+
+
+def actor_cpus(requested: float) -> float:
+    """CPUs an actor asks Ray for. Actors hold their CPUs for the whole run, so on a small
+    machine full requests from three pools would leave no CPU for the decode/encode tasks
+    (or never schedule at all): cap each at a quarter of the cluster."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1))
+    return max(0.25, min(float(requested), total / 4))
 
 
 def gpu_count() -> int:
@@ -229,44 +308,17 @@ def build_dataset(cfg: CurateConfig, todo: list[dict[str, Any]]):
     # Ray warns when an operator gets fewer inputs than its task limit (a short input list).
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
     params = cfg.curate_params()
+    cfg = on_cluster(cfg)
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    gpus = gpu_count()
     workers = cfg.workers or cpus
     tasks = ray.data.TaskPoolStrategy(size=workers)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
     ds = ds.flat_map(plan_op, fn_kwargs={"params": params}, num_cpus=0.5, compute=tasks)
     ds = ds.flat_map(process_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks)
     if cfg.motion_enabled:
-        on_gpu = cfg.motion_backend.startswith("raft") and resolve_device(cfg.motion_device).startswith("cuda")
-        n = cfg.motion_workers or (max(1, gpus) if on_gpu else 1)
-        ds = ds.map_batches(
-            MotionActor,
-            fn_constructor_kwargs={"cfg": cfg},
-            batch_size=max(1, cfg.motion_batch_size // 8),
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=n),
-            num_gpus=1 if on_gpu else 0,
-            num_cpus=1,
-        )
+        ds = ds.map_batches(MotionActor, fn_constructor_kwargs={"cfg": cfg}, **motion_actor_options(cfg))
     if cfg.caption_enabled:
-        on_gpu = resolve_device(cfg.caption_device).startswith("cuda")
-        ds = ds.map_batches(
-            CaptionPrepFn,
-            fn_constructor_kwargs={"cfg": cfg},
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers)),
-            num_cpus=1,
-        )
-        ds = ds.map_batches(
-            CaptionActor,
-            fn_constructor_kwargs={"cfg": cfg},
-            batch_size=cfg.caption_batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=cfg.caption_workers or (max(1, gpus) if on_gpu else 1)),
-            num_gpus=1 if on_gpu else 0,
-            num_cpus=1,
-        )
+        ds = add_caption_stages(ds, cfg, workers)
     return ds
 
 

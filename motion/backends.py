@@ -1,0 +1,313 @@
+"""Optical-flow backends behind one interface, and the registry that builds them.
+
+A backend turns batches of frame pairs into flow fields (``flow``) or, cheaper, into
+the three per-pair statistics the motion score needs (``pair_stats``). Frames are
+uint8 RGB arrays ``(N, H, W, 3)``; flow is float32 ``(N, H, W, 2)`` in pixels
+(x then y) from frame A to frame B.
+
+Backends:
+
+- ``raft_large`` / ``raft_small`` (alias ``raft`` = ``raft_large``): torchvision RAFT,
+  batched, CPU or CUDA (fp32, or fp16/bf16 autocast on CUDA). See ``motion.raft``.
+- ``dis``: OpenCV DIS optical flow (CPU, no weights), the fast offline choice.
+- ``farneback``: OpenCV Farneback (CPU, no weights), slower than DIS, for comparison.
+
+torch is imported only when a RAFT backend is built, so CPU curation nodes that use
+``dis`` never pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+
+
+class MotionError(RuntimeError):
+    """A clip could not be scored (too few frames, bad input, backend failure)."""
+
+
+class MotionWeightsError(MotionError):
+    """RAFT weights are missing or are not a valid RAFT state dict. Fails a run at start."""
+
+
+DEFAULT_DIS_PRESET = "medium"
+
+# Columns of the array returned by ``pair_stats``.
+STAT_MEAN, STAT_CAMERA, STAT_OBJECT = 0, 1, 2
+
+
+# The camera (median) estimate uses at most about this many pixels, on a regular grid:
+# a median of 30k samples is as good as one of 500k, at a fraction of the cost.
+_MEDIAN_SAMPLES = 32768
+
+
+def flow_stats(flow: np.ndarray) -> np.ndarray:
+    """The three statistics ``(3,)`` float64 of one flow field ``(H, W, 2)``.
+
+    mean per-pixel magnitude; magnitude of the median flow vector (component-wise
+    median: the dominant, camera-like motion); mean magnitude of the flow minus that
+    median (the residual, object-like motion). The median is taken on a regular pixel
+    grid of at most ~32k pixels (every pixel up to 181x181).
+    """
+    import cv2
+
+    flow = np.asarray(flow, dtype=np.float32)
+    u, v = cv2.split(flow)
+    mean = cv2.mean(cv2.magnitude(u, v))[0]
+    h, w = u.shape
+    step = max(1, int(np.ceil(np.sqrt(h * w / _MEDIAN_SAMPLES))))
+    mu = float(np.median(u[::step, ::step]))
+    mv = float(np.median(v[::step, ::step]))
+    obj = cv2.mean(cv2.magnitude(cv2.subtract(u, mu), cv2.subtract(v, mv)))[0]
+    return np.array([mean, float(np.hypot(mu, mv)), obj], dtype=np.float64)
+
+
+def stats_from_flow(flow: np.ndarray) -> np.ndarray:
+    """Per-pair statistics ``(N, 3)`` float64 from flow ``(N, H, W, 2)`` (see ``flow_stats``)."""
+    flow = np.asarray(flow, dtype=np.float32)
+    if flow.ndim != 4 or flow.shape[-1] != 2:
+        raise ValueError(f"flow must be (N, H, W, 2), got {flow.shape}")
+    if len(flow) == 0:
+        return np.zeros((0, 3), dtype=np.float64)
+    return np.stack([flow_stats(f) for f in flow])
+
+
+def check_pairs(frames_a: np.ndarray, frames_b: np.ndarray) -> None:
+    for name, f in (("frames_a", frames_a), ("frames_b", frames_b)):
+        if not isinstance(f, np.ndarray) or f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
+            got = f"{getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}"
+            raise ValueError(f"{name} must be uint8 RGB frames (N, H, W, 3), got {got}")
+    if frames_a.shape != frames_b.shape:
+        raise ValueError(f"frame pair shapes differ: {frames_a.shape} vs {frames_b.shape}")
+    if frames_a.shape[1] < 8 or frames_a.shape[2] < 8:
+        raise ValueError(f"frames too small for optical flow: {frames_a.shape[1]}x{frames_a.shape[2]}")
+
+
+class FlowBackend:
+    """One optical-flow method. Subclasses implement ``_flow``; RAFT overrides ``pair_stats``."""
+
+    name: str = ""
+    device: str = "cpu"
+    #: batch of frame pairs a caller should aim for (GPU backends want large batches)
+    default_batch_size: int = 16
+
+    def setup(self) -> None:
+        """Load models or weights; idempotent. Raises MotionWeightsError when weights are missing."""
+
+    def flow(self, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:
+        """Flow from each frame in ``frames_a`` to the same-index frame in ``frames_b``."""
+        check_pairs(frames_a, frames_b)
+        self.setup()
+        return self._flow(frames_a, frames_b)
+
+    def pair_stats(self, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:
+        """``(N, 3)`` float64: mean magnitude, camera, object per pair (see ``stats_from_flow``)."""
+        return stats_from_flow(self.flow(frames_a, frames_b))
+
+    def _flow(self, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.device}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "backend")
+        return f"{type(self).__name__}({opts})"
+
+
+def _set_cv_threads(threads: int | None) -> None:
+    if threads is not None:
+        import cv2
+
+        cv2.setNumThreads(int(threads))
+
+
+class _OpenCVBackend(FlowBackend):
+    """Pairs computed one by one on gray frames, optionally by ``workers`` threads at once.
+
+    OpenCV releases the GIL, so ``workers=2`` uses two cores (each thread has its own
+    flow object). ``threads`` sets OpenCV's own thread pool (cv2.setNumThreads, process-wide).
+    """
+
+    def __init__(self, workers: int = 1, threads: int | None = None, device: str = "cpu"):
+        _cpu_only(self.name, device)
+        if int(workers) < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = int(workers)
+        self.threads = threads
+        self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._ready = False
+
+    def _engine(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        if not self._ready:
+            _set_cv_threads(self.threads)
+            self._engine()  # fail here, not in a worker, on bad parameters
+            if self.workers > 1:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"kvid-{self.name}")
+            self._ready = True
+
+    def _calc(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        import cv2
+
+        engine = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self._local.engine = self._engine()
+        ga = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+        gb = cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
+        return engine(ga, gb)
+
+    def _map(self, fn: Callable[[int], np.ndarray], n: int) -> list[np.ndarray]:
+        if self._pool is None or n < 2:
+            return [fn(i) for i in range(n)]
+        return list(self._pool.map(fn, range(n)))
+
+    def _flow(self, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:
+        flows = self._map(lambda i: self._calc(frames_a[i], frames_b[i]), len(frames_a))
+        return np.stack(flows).astype(np.float32, copy=False)
+
+    def pair_stats(self, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:
+        check_pairs(frames_a, frames_b)
+        self.setup()
+        # flow and statistics per pair in the worker: no (N, H, W, 2) array is ever built
+        stats = self._map(lambda i: flow_stats(self._calc(frames_a[i], frames_b[i])), len(frames_a))
+        return np.stack(stats) if stats else np.zeros((0, 3))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._ready = False
+
+
+class DISBackend(_OpenCVBackend):
+    """OpenCV Dense Inverse Search flow on gray frames (CPU, no weights)."""
+
+    name = "dis"
+    PRESETS = ("ultrafast", "fast", "medium")
+
+    def __init__(self, preset: str = DEFAULT_DIS_PRESET, workers: int = 1, threads: int | None = None, device: str = "cpu"):
+        preset = str(preset).lower()
+        if preset not in self.PRESETS:
+            raise ValueError(f"unknown DIS preset {preset!r}; choose one of {', '.join(self.PRESETS)}")
+        self.preset = preset
+        super().__init__(workers=workers, threads=threads, device=device)
+
+    def _engine(self):
+        import cv2
+
+        code = {
+            "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+            "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+        }[self.preset]
+        dis = cv2.DISOpticalFlow_create(code)
+        return lambda a, b: dis.calc(a, b, None)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": "cpu", "preset": self.preset, "workers": self.workers}
+
+
+class FarnebackBackend(_OpenCVBackend):
+    """OpenCV Farneback polynomial-expansion flow on gray frames (CPU, no weights).
+
+    Five pyramid levels with a 15 px window follow motions up to ~30 px/frame at 256 px.
+    """
+
+    name = "farneback"
+
+    def __init__(
+        self,
+        pyr_scale: float = 0.5,
+        levels: int = 5,
+        winsize: int = 15,
+        iterations: int = 3,
+        poly_n: int = 5,
+        poly_sigma: float = 1.2,
+        workers: int = 1,
+        threads: int | None = None,
+        device: str = "cpu",
+    ):
+        self.params = dict(
+            pyr_scale=float(pyr_scale),
+            levels=int(levels),
+            winsize=int(winsize),
+            iterations=int(iterations),
+            poly_n=int(poly_n),
+            poly_sigma=float(poly_sigma),
+        )
+        super().__init__(workers=workers, threads=threads, device=device)
+
+    def _engine(self):
+        import cv2
+
+        p = self.params
+        args = (p["pyr_scale"], p["levels"], p["winsize"], p["iterations"], p["poly_n"], p["poly_sigma"], 0)
+        return lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, *args)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": "cpu", "workers": self.workers, **self.params}
+
+
+def _cpu_only(name: str, device: str | None) -> None:
+    if device not in (None, "cpu", "auto"):
+        raise ValueError(f"the {name} backend runs on CPU only (got device={device!r}); use raft_large/raft_small on GPU")
+
+
+def _raft(variant: str) -> Callable[..., FlowBackend]:
+    def build(**opts: Any) -> FlowBackend:
+        from motion.raft import RaftBackend
+
+        return RaftBackend(variant=variant, **opts)
+
+    return build
+
+
+_BUILDERS: dict[str, Callable[..., FlowBackend]] = {
+    "raft_large": _raft("raft_large"),
+    "raft_small": _raft("raft_small"),
+    "dis": DISBackend,
+    "farneback": FarnebackBackend,
+}
+ALIASES = {"raft": "raft_large"}
+BACKENDS = tuple(_BUILDERS)
+
+
+def canonical_backend_name(name: str) -> str:
+    """The name recorded in ``motion_backend`` (resolves aliases); ValueError when unknown."""
+    key = str(name).strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in _BUILDERS:
+        raise ValueError(
+            f"unknown motion backend {name!r}; choose one of {', '.join(BACKENDS)} (alias: raft = raft_large)"
+        )
+    return key
+
+
+def is_raft(name: str) -> bool:
+    return canonical_backend_name(name).startswith("raft")
+
+
+def get_backend(name: str, **opts: Any) -> FlowBackend:
+    """Build a backend by name. Options set to ``None`` are dropped (use the backend default),
+    except ``weights``, where ``None`` means random initialisation (tests and benchmarks).
+
+    RAFT options: device, dtype, weights, num_flow_updates, allow_download.
+    DIS options: preset, workers, threads. Farneback options: pyr_scale, levels, winsize,
+    iterations, poly_n, poly_sigma, workers, threads. An option a backend does not take is a
+    TypeError (catches typos in configs).
+    """
+    key = canonical_backend_name(name)
+    opts = {k: v for k, v in opts.items() if v is not None or k == "weights"}
+    return _BUILDERS[key](**opts)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

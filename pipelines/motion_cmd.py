@@ -1,0 +1,104 @@
+"""`kvid motion recompute DIR` and `kvid motion levels DIR`."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.config import ConfigError
+
+EPILOG = """\
+examples:
+  kvid motion recompute data/ --backend raft --size 256          # GPU when there is one
+  kvid motion recompute data/ --backend dis                      # CPU, no weights
+  kvid motion recompute data/ --backend raft --weights raft_large_C_T_SKHT_V2-ff5fadd5.pth
+  kvid motion levels data/                                       # -> data/motion_levels.json
+  kvid motion levels data/ --low 20 --medium 50 --high 80
+
+recompute reads the clips from the shards (no re-encode), writes the new scores into a new
+dataset version (tars rewritten with updated .json, new index) and publishes it only when
+every shard is done; the previous version moves to DIR/versions/. A killed run resumes
+where it stopped when started again with the same options.
+
+levels writes the motion-level mapping `kvid generate` reads: scores at the given
+percentiles of the folder's clips, in the folder's units (backend, px/frame at size).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Motion scores on curated folders: recompute them, or derive generation levels."
+    parser.epilog = EPILOG
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("recompute", help="recompute motion scores of a curated folder (no re-encode)")
+    p.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
+    p.add_argument("--backend", "--motion-backend", dest="motion_backend", help="raft (= raft_large), raft_small, dis or farneback")
+    p.add_argument("--size", "--motion-size", dest="motion_size", help="short side in px the flow is computed at (default: the folder's)")
+    p.add_argument("--stride", "--motion-stride", dest="motion_stride", help="use every k-th frame pair")
+    p.add_argument("--batch-size", "--motion-batch-size", dest="motion_batch_size", help="frame pairs per flow batch")
+    p.add_argument("--weights", "--motion-weights", dest="motion_weights", help="local RAFT .pth weights")
+    p.add_argument("--device", "--motion-device", dest="motion_device", help="auto, cpu or cuda")
+    p.add_argument("--workers", "--motion-workers", dest="motion_workers", help="motion actors (default: GPUs, else 1)")
+    p.add_argument("--ray-address", dest="ray_address", help="Ray cluster address (default: a local Ray)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("levels", help="write DIR/motion_levels.json (low/medium/high percentiles)")
+    p.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
+    p.add_argument("--low", type=float, default=10.0, help="percentile for 'low' (default: 10)")
+    p.add_argument("--medium", type=float, default=50.0, help="percentile for 'medium' (default: 50)")
+    p.add_argument("--high", type=float, default=90.0, help="percentile for 'high' (default: 90)")
+
+
+def recompute(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from pipelines.curate import MotionActor, motion_actor_options
+    from pipelines.rewrite import load_config, rewrite
+
+    cfg = load_config(args.dir)
+    keys = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device", "motion_workers", "ray_address")
+    updates = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    try:
+        cfg = type(cfg)(**{**cfg.model_dump(), **updates})
+    except ValidationError as e:
+        raise ConfigError(f"invalid option: {e}") from e
+    if not cfg.motion_enabled:
+        raise ConfigError("--backend none would remove the scores; pick raft, raft_small, dis or farneback")
+    from pipelines.curate import check_models, on_cluster
+
+    check_models(cfg.model_copy(update={"caption_model": "none"}))  # missing weights stop here
+
+    def add_stages(ds):
+        c = on_cluster(cfg)
+        return ds.map_batches(MotionActor, fn_constructor_kwargs={"cfg": c}, **motion_actor_options(c))
+
+    settings = {k: getattr(cfg, k) for k in ("motion_backend", "motion_size", "motion_stride", "motion_weights")}
+    summary = rewrite(args.dir, cfg, "motion", settings, add_stages, show_progress=False if args.quiet else None,
+                      config_updates=settings)
+    print(
+        f"kvid motion recompute: {summary['clips']} clips scored ({summary['new_rejects']} motion_failed) in "
+        f"{summary['parts_rewritten']} shards ({summary['parts_already_done']} done earlier), {summary['wall_s']:.1f} s; "
+        f"previous version kept in {args.dir}/{summary['previous_version']}"
+    )
+    return 0
+
+
+def levels(args: argparse.Namespace) -> int:
+    from curate import shards
+    from motion.levels import MotionLevelsError, read_levels, write_levels
+
+    rows = shards.read_index(args.dir, ["motion_score", "motion_backend", "motion_size"]).to_pylist()
+    scored = [r for r in rows if r["motion_score"] is not None]
+    if not scored:
+        raise ConfigError(f"no motion scores in {args.dir}: run `kvid motion recompute {args.dir}` first")
+    try:
+        path = write_levels(args.dir, scored, percentiles={"low": args.low, "medium": args.medium, "high": args.high})
+    except MotionLevelsError as e:
+        raise ConfigError(str(e)) from e
+    lv = read_levels(path)
+    print(f"{path}: " + ", ".join(f"{k} {v:.3f}" for k, v in lv["levels"].items())
+          + f" px/frame ({lv['backend']} at {lv['size']} px; {lv['num_clips']} clips, {len(rows) - len(scored)} unscored)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return recompute(args) if args.action == "recompute" else levels(args)

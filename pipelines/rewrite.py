@@ -1,0 +1,152 @@
+"""Rewrite an existing curated folder through a model stage (motion recompute, recaption).
+
+No video is re-encoded: each part's clips are read from its tar, the stage updates their
+records, and the part is written again (mp4 bytes copied, json/txt updated) into a new
+dataset version under OUT/.next/. Parts finished there are skipped when a killed run is
+started again; the current version stays readable and untouched until every part is done,
+then the new version is published (the old one moves to OUT/versions/vNNN/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from curate import shards
+from pipelines import rows as R
+from pipelines.config import ConfigError, CurateConfig
+
+_REWRITE_INFO = "rewrite.json"
+
+
+def read_part_op(row: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
+    """All clips of one part with their video bytes (read straight from the tar)."""
+    name = row["part"]
+    clips = shards.read_part(out_dir, name, shards.INDEX)
+    out = []
+    for rec in clips:
+        mp4 = shards.read_clip_bytes(out_dir, rec)
+        out.append(R.record_row(rec, mp4))
+    return out
+
+
+def load_config(out_dir: str) -> CurateConfig:
+    """The effective config the folder was curated with (from its manifest)."""
+    from pipelines.curate import read_manifest
+
+    manifest = read_manifest(out_dir)
+    if not manifest or not os.path.isdir(os.path.join(out_dir, shards.INDEX)):
+        raise ConfigError(f"{out_dir} is not a kvid output folder (no manifest.json or index/)")
+    known = CurateConfig.model_fields
+    return CurateConfig(**{k: v for k, v in manifest.get("config", {}).items() if k in known})
+
+
+def _prepare_next(out_dir: str, what: dict) -> str:
+    """OUT/.next for this rewrite: reused when it holds the same rewrite, else started over."""
+    nxt = shards.next_version_dir(out_dir)
+    info_path = os.path.join(nxt, _REWRITE_INFO)
+    if os.path.exists(info_path):
+        with open(info_path, encoding="utf-8") as f:
+            if json.load(f) != what:
+                shutil.rmtree(nxt)
+    shards.ensure_layout(nxt)
+    if not os.path.exists(info_path):
+        shards.atomic_write_json(info_path, what)
+    return nxt
+
+
+def rewrite(
+    out_dir: str,
+    cfg: CurateConfig,
+    kind: str,
+    settings: dict,
+    add_stages: Callable[[Any], Any],
+    show_progress: bool | None = None,
+    config_updates: dict | None = None,
+) -> dict[str, Any]:
+    """Run every part of ``out_dir`` through ``add_stages(dataset) -> dataset`` and publish
+    the result as a new version. ``settings`` identify the rewrite (a killed run resumes
+    only into the same settings); ``config_updates`` go into the manifest's config.
+    Returns a summary."""
+    from tqdm import tqdm
+
+    from pipelines.curate import _quiet_ray_data, init_ray
+
+    t0 = time.monotonic()
+    shards.recover_publish(out_dir)
+    shards.remove_orphans(out_dir)
+    what = {"kind": kind, "settings": settings, "source_parts": shards.part_names(out_dir)}
+    nxt = _prepare_next(out_dir, what)
+    shards.remove_orphans(nxt)
+    parts = what["source_parts"]
+    done = shards.finished_parts(nxt)
+    todo = [p for p in parts if p not in done]
+    counts: Counter = Counter()
+
+    def finish_part(writer: shards.PartWriter) -> None:
+        # Rejects the part already had stay with it.
+        for rec in shards.read_part(out_dir, writer.name, shards.REJECTS):
+            writer.add(rec, None)
+        writer.commit(always_index=True)
+        counts["clips"] += len(writer.clips)
+        counts["parts"] += 1
+
+    expected = {p: len(shards.read_part(out_dir, p, shards.INDEX)) for p in todo}
+    writers: dict[str, shards.PartWriter] = {}
+    try:
+        # Parts without clips need no model work.
+        for p in [p for p in todo if expected[p] == 0]:
+            finish_part(shards.PartWriter(nxt, p))
+        busy = [p for p in todo if expected[p] > 0]
+        if busy:
+            import ray
+
+            init_ray(cfg)
+            _quiet_ray_data()
+            ds = ray.data.from_items([{"part": p} for p in busy], override_num_blocks=len(busy))
+            ds = ds.flat_map(read_part_op, fn_kwargs={"out_dir": out_dir}, num_cpus=0.5)
+            ds = add_stages(ds)
+            seen: Counter = Counter()
+            part_of = {rec.clip_id: p for p in busy for rec in shards.read_part(out_dir, p, shards.INDEX)}
+            with tqdm(total=sum(expected[p] for p in busy), unit="clip", desc=kind, disable=show_progress is False) as bar:
+                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    for row in batch.to_pylist():
+                        rec = R.row_record(row)
+                        p = part_of[rec.clip_id]
+                        w = writers.setdefault(p, shards.PartWriter(nxt, p))
+                        w.add(rec, row["mp4"])
+                        counts["rejected"] += 0 if rec.ok else 1
+                        seen[p] += 1
+                        bar.update(1)
+                        if seen[p] == expected[p]:
+                            finish_part(writers.pop(p))
+    finally:
+        for w in writers.values():
+            w.abort()
+    archive = shards.publish_next(out_dir)
+    summary = {
+        "kind": kind,
+        "parts": len(parts),
+        "parts_rewritten": counts["parts"],
+        "parts_already_done": len(done),
+        "clips": counts["clips"],
+        "new_rejects": counts["rejected"],
+        "previous_version": archive,
+        "wall_s": round(time.monotonic() - t0, 2),
+    }
+    _record(out_dir, summary, settings, config_updates or {})
+    return summary
+
+
+def _record(out_dir: str, summary: dict, settings: dict, config_updates: dict) -> None:
+    from pipelines.curate import _now, dataset_counts, read_manifest
+
+    manifest = read_manifest(out_dir) or {}
+    manifest.setdefault("rewrites", []).append({**summary, "settings": settings, "finished": _now()})
+    manifest.setdefault("config", {}).update(config_updates)
+    manifest["counts"] = dataset_counts(out_dir)
+    shards.atomic_write_json(os.path.join(out_dir, shards.MANIFEST), manifest)
