@@ -16,7 +16,7 @@ import numpy as np
 
 from curate import schema
 from curate.borders import BorderParams, Crop, FrameProfile, detect_crop, frame_profile
-from curate.ffmpeg import FFMPEG, ffprobe_json, safe_input
+from curate.ffmpeg import FFMPEG, ffprobe_json, kill, popen, safe_input
 from curate.probe import VideoInfo
 from curate.scenes import SceneDetector, scenes_from_cuts
 
@@ -126,7 +126,9 @@ def analyze_unit(
     every = max(1, int(round(info.fps / params.border_samples_per_s)))
     start_s = clock.time(first_frame)
     duration_s = None if end_frame is None else clock.time(end_frame) - start_s
-    expected = (end_frame if end_frame is not None else info.num_frames) - first_frame
+    # Packet timestamps (variable frame rate sources) count frames exactly; else the container's.
+    total = len(clock.times) if clock.times is not None else info.num_frames
+    expected = (end_frame if end_frame is not None else total) - first_frame
 
     graph = f"[0:v]split=2[a][b];[a]scale={aw}:{ah}:flags=area,format=bgr24[lo]"
     if params.borders:
@@ -145,19 +147,13 @@ def analyze_unit(
         args += ["-map", "[hi]", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{hi_write}"]
 
     timeout = params.timeout_s + params.timeout_per_s * (duration_s or info.duration_s)
-    proc = subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=(hi_write,),
-    )
+    proc = popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(hi_write,))
     os.close(hi_write)
     timed_out = threading.Event()
 
     def _kill() -> None:
         timed_out.set()
-        proc.kill()
+        kill(proc)
 
     timer = threading.Timer(timeout, _kill)
     timer.daemon = True
@@ -204,7 +200,7 @@ def analyze_unit(
     finally:
         timer.cancel()
         if proc.poll() is None:
-            proc.kill()
+            kill(proc)
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()

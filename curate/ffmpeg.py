@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from typing import Sequence
 
@@ -43,35 +44,52 @@ def _tail(text: str, lines: int = 6) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def popen(cmd: Sequence[str], **kwargs) -> subprocess.Popen:
+    """Start a tool in its own process group, so a timeout can end it and anything it
+    started (a hung decoder must not keep our pipes open)."""
+    return subprocess.Popen(list(cmd), start_new_session=True, **kwargs)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _run(cmd: Sequence[str], timeout: float | None, input_bytes: bytes | None, what: str) -> tuple[int, bytes, bytes]:
+    stdin = subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL
+    proc = popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(input_bytes, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        kill(proc)
+        proc.communicate()
+        raise FFmpegError(f"{what} timed out after {timeout:.0f} s", timed_out=True) from e
+    except BaseException:
+        kill(proc)
+        proc.wait()
+        raise
+    return proc.returncode, out, err
+
+
 def run_ffmpeg(args: Sequence[str], timeout: float | None, input_bytes: bytes | None = None) -> bytes:
     """Run ffmpeg with ``args`` (no leading 'ffmpeg'); return stdout. Raises FFmpegError."""
     cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", *args]
-    try:
-        proc = subprocess.run(
-            cmd,
-            input=input_bytes,
-            stdin=None if input_bytes is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise FFmpegError(f"ffmpeg timed out after {timeout:.0f} s", timed_out=True) from e
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace")
-        raise FFmpegError(f"ffmpeg exited with {proc.returncode}: {_tail(err, 3)}", stderr=err)
-    return proc.stdout
+    code, out, err_bytes = _run(cmd, timeout, input_bytes, "ffmpeg")
+    if code != 0:
+        err = err_bytes.decode("utf-8", "replace")
+        raise FFmpegError(f"ffmpeg exited with {code}: {_tail(err, 3)}", stderr=err)
+    return out
 
 
 def ffprobe_json(path: str, args: Sequence[str], timeout: float | None = 60) -> dict:
     cmd = [FFPROBE, "-v", "error", "-of", "json", *args, safe_input(path)]
+    code, stdout, err_bytes = _run(cmd, timeout, None, "ffprobe")
+    err = err_bytes.decode("utf-8", "replace")
+    if code != 0:
+        raise FFmpegError(f"ffprobe exited with {code}: {_tail(err, 3)}", stderr=err)
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise FFmpegError(f"ffprobe timed out after {timeout:.0f} s", timed_out=True) from e
-    err = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise FFmpegError(f"ffprobe exited with {proc.returncode}: {_tail(err, 3)}", stderr=err)
-    try:
-        return json.loads(proc.stdout or b"{}")
+        return json.loads(stdout or b"{}")
     except json.JSONDecodeError as e:
         raise FFmpegError(f"ffprobe printed invalid json: {e}", stderr=err) from e

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from curate.ffmpeg import FFMPEG, FFmpegError, safe_input
+from curate.ffmpeg import FFMPEG, FFmpegError, kill, popen, safe_input
 from curate.probe import probe
 
 _CHANNELS = {"rgb24": 3, "bgr24": 3, "gray": 1}
@@ -95,13 +95,13 @@ def iter_frames(
 
     frame_bytes = out_w * out_h * _CHANNELS[pix_fmt]
     shape = (out_h, out_w) if pix_fmt == "gray" else (out_h, out_w, _CHANNELS[pix_fmt])
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     timed_out = threading.Event()
     timer = None
     if timeout:
         def _kill() -> None:
             timed_out.set()
-            proc.kill()
+            kill(proc)
 
         timer = threading.Timer(timeout, _kill)
         timer.daemon = True
@@ -126,7 +126,7 @@ def iter_frames(
         if timer is not None:
             timer.cancel()
         if proc.poll() is None:
-            proc.kill()
+            kill(proc)
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()

@@ -18,8 +18,8 @@ def short_hash(*parts: object, length: int = 16) -> str:
 
 
 def source_fingerprint(path: str) -> str:
-    """Content fingerprint: size plus the first and last MiB. Survives renames and copies,
-    costs two small reads even for a multi-gigabyte file."""
+    """Content fingerprint: size plus the first and last MiB; two small reads even for a
+    multi-gigabyte file."""
     size = os.path.getsize(path)
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
@@ -28,6 +28,12 @@ def source_fingerprint(path: str) -> str:
             f.seek(-_FINGERPRINT_BYTES, os.SEEK_END)
             h.update(f.read(_FINGERPRINT_BYTES))
     return h.hexdigest()[:16]
+
+
+def source_id(path: str) -> str:
+    """A source's identity: its path and its content. Two copies of one video are two
+    sources (each accounted for); a file whose content changed is a new source."""
+    return short_hash(os.path.abspath(path), source_fingerprint(path))
 
 
 def config_hash(settings: dict) -> str:

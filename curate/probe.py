@@ -103,6 +103,14 @@ def _is_vfr(path: str, timeout: float) -> bool:
     return (trimmed[-1] - trimmed[0]) > _VFR_TOLERANCE * median * 2
 
 
+def _count_packets(path: str, timeout: float) -> int:
+    try:
+        data = ffprobe_json(path, ["-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets"], timeout=timeout)
+        return int((data.get("streams") or [{}])[0].get("nb_read_packets") or 0)
+    except (FFmpegError, ValueError):
+        return 0
+
+
 def _looks_like_mp4(path: str) -> bool:
     """An ISO-BMFF file starts with a box such as ftyp: then a missing moov means truncation,
     not a text file that merely has an .mp4 name."""
@@ -115,8 +123,9 @@ def probe(path: str, timeout: float = 60.0) -> VideoInfo:
     """Read a video's properties. Raises ProbeError with a schema reason."""
     if not os.path.exists(path):
         raise ProbeError(schema.REASON_MISSING, f"file not found: {path}")
-    if os.path.isdir(path):
-        raise ProbeError(schema.REASON_NOT_VIDEO, f"is a directory: {path}")
+    if not os.path.isfile(path):
+        # A folder, a FIFO or a device: reading it could block forever.
+        raise ProbeError(schema.REASON_NOT_VIDEO, f"not a regular file: {path}")
     size = os.path.getsize(path)
     if size == 0:
         raise ProbeError(schema.REASON_EMPTY_FILE, "file is empty (0 bytes)")
@@ -140,6 +149,8 @@ def probe(path: str, timeout: float = 60.0) -> VideoInfo:
         if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
     ]
     has_audio = any(s.get("codec_type") == "audio" for s in streams)
+    if not streams:
+        raise ProbeError(schema.REASON_NO_FRAMES, f"the {format_name or 'unknown'} container holds no streams (no frames)")
     if not videos:
         what = "audio-only file" if has_audio else "no video stream"
         raise ProbeError(schema.REASON_NOT_VIDEO, f"{what} (format {format_name or 'unknown'})")
@@ -160,6 +171,9 @@ def probe(path: str, timeout: float = 60.0) -> VideoInfo:
         raise ProbeError(schema.REASON_BAD_FPS, "video stream has no frame rate")
     duration = _float(stream.get("duration")) or _float(fmt.get("duration"))
     nb_frames = int(stream.get("nb_frames") or 0)
+    if duration is None and not nb_frames:
+        # No timing in the container (e.g. a raw .h264 stream): count packets, a demux only.
+        nb_frames = _count_packets(path, timeout)
     if duration is None and nb_frames:
         duration = nb_frames / float(rate)
     if duration is None or duration <= 0:

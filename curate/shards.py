@@ -102,10 +102,11 @@ class ResumeState:
     """What a previous run into the same folder already committed."""
 
     next_seq: int = 0
-    committed_ids: set[str] = field(default_factory=set)
     done_units: set[str] = field(default_factory=set)
+    # Units with some rows committed: their committed clip ids (only these need dedupe).
+    partial_units: dict[str, set[str]] = field(default_factory=dict)
     done_sources: set[str] = field(default_factory=set)  # source paths whose every unit is done
-    done_units_by_source: dict[str, set[str]] = field(default_factory=dict)  # source path -> done unit ids
+    done_units_by_source: dict[str, set[str]] = field(default_factory=dict)  # for partly done sources
     orphans_removed: int = 0
 
 
@@ -141,19 +142,50 @@ def resume_state(out_dir: str) -> ResumeState:
     units_of_source: dict[str, set[str]] = {}
     source_units: dict[str, int] = {}
     for r in rows:
-        state.committed_ids.add(r["clip_id"])
         ids_per_unit.setdefault(r["work_unit"], set()).add(r["clip_id"])
         need[r["work_unit"]] = r["work_unit_rows"]
         units_of_source.setdefault(r["source"], set()).add(r["work_unit"])
         source_units[r["source"]] = r["source_units"]
-    state.done_units = {u for u, ids in ids_per_unit.items() if len(ids) >= need[u]}
-    for s, units in units_of_source.items():
-        state.done_units_by_source[s] = units & state.done_units
-    state.done_sources = {
-        s for s, units in units_of_source.items()
-        if len(units & state.done_units) >= (source_units[s] or 1)
-    }
+    for unit, unit_ids in ids_per_unit.items():
+        if len(unit_ids) >= need[unit]:
+            state.done_units.add(unit)
+        else:
+            state.partial_units[unit] = unit_ids
+    for src, units in units_of_source.items():
+        done = units & state.done_units
+        if len(done) >= (source_units[src] or 1):
+            state.done_sources.add(src)
+        else:
+            state.done_units_by_source[src] = done
     return state
+
+
+class UnitLedger:
+    """Exactly-once accounting of rows by unit of work.
+
+    A row is admitted once (Ray may run a task twice after a worker dies, and a resumed
+    unit re-produces rows that were already committed). Ids are remembered only while
+    their unit is open, so memory follows the work in flight, not the size of the output.
+    """
+
+    def __init__(self, done_units: set[str] | None = None, partial_units: dict[str, set[str]] | None = None):
+        self.done_units = set(done_units or ())
+        self.open: dict[str, set[str]] = {u: set(ids) for u, ids in (partial_units or {}).items()}
+
+    def admit(self, record: ClipRecord) -> tuple[bool, bool]:
+        """(write this row?, did it complete its unit?)"""
+        unit = record.work_unit
+        if unit in self.done_units:
+            return False, False
+        seen = self.open.setdefault(unit, set())
+        if record.clip_id in seen:
+            return False, False
+        seen.add(record.clip_id)
+        if len(seen) >= record.work_unit_rows:
+            del self.open[unit]
+            self.done_units.add(unit)
+            return True, True
+        return True, False
 
 
 class PartWriter:
@@ -227,7 +259,7 @@ class ShardWriter:
 
     A part is closed when it holds ``max_clips`` clips or ``max_bytes`` of video, or has been
     open ``max_open_s`` seconds (so a slow run still commits its work regularly).
-    Rows whose clip_id is in ``skip_ids`` (committed by an earlier run) are dropped.
+    Deduplication is the caller's (see ``UnitLedger``).
     """
 
     def __init__(
@@ -237,7 +269,6 @@ class ShardWriter:
         max_clips: int = 1000,
         max_bytes: int = 1 << 30,
         max_open_s: float = 600.0,
-        skip_ids: set[str] | None = None,
     ):
         ensure_layout(out_dir)
         self.out_dir = out_dir
@@ -245,8 +276,7 @@ class ShardWriter:
         self.max_clips = max_clips
         self.max_bytes = max_bytes
         self.max_open_s = max_open_s
-        self.skip_ids = skip_ids if skip_ids is not None else set()
-        self.written: Counter = Counter()  # clips, rejects, parts, bytes, skipped
+        self.written: Counter = Counter()  # clips, rejects, parts, bytes
         self._part: PartWriter | None = None
 
     @property
@@ -254,10 +284,6 @@ class ShardWriter:
         return len(self._part.clips) if self._part else 0
 
     def add(self, record: ClipRecord, mp4: bytes | None = None) -> None:
-        if record.clip_id in self.skip_ids:
-            self.written["skipped"] += 1
-            return
-        self.skip_ids.add(record.clip_id)
         if self._part is None:
             self._part = PartWriter(self.out_dir, part_name(self.seq))
         self._part.add(record, mp4)

@@ -100,7 +100,9 @@ def plan_source(
     """
     cfg_hash = params.config_hash()
     try:
-        source_id = ids.source_fingerprint(source)
+        if not os.path.isfile(source):  # never open a FIFO or device: it can block forever
+            raise OSError("not a regular file")
+        source_id = ids.source_id(source)
     except OSError:
         source_id = "path-" + ids.short_hash(os.path.abspath(source))
     try:

@@ -14,6 +14,7 @@ own actor pools so a model is loaded once per actor and GPU work is batched acro
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import platform
@@ -31,9 +32,11 @@ from pipelines.config import ConfigError, CurateConfig
 
 log = logging.getLogger("kvid")
 
+WORK_DIR = ".kvid"  # run bookkeeping inside OUT (hidden from readers)
+
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-    ".flv", ".wmv", ".3gp", ".ogv", ".gif", ".mxf", ".vob",
+    ".flv", ".wmv", ".3gp", ".ogv", ".gif", ".mxf", ".vob", ".h264", ".264", ".h265", ".hevc", ".y4m",
 }
 
 
@@ -41,32 +44,58 @@ class InputError(ValueError):
     pass
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files as given, folders searched recursively for video extensions, globs expanded.
-    Absolute paths, sorted, without duplicates. Raises InputError naming what matched nothing."""
-    found: list[str] = []
-    missing = []
+def _check_inputs(inputs: list[str]) -> None:
+    missing = [i for i in inputs if not os.path.exists(i) and not (glob.has_magic(i) and glob.glob(i, recursive=True))]
+    if missing:
+        raise InputError("no such file, folder or glob match: " + ", ".join(repr(m) for m in missing))
+
+
+def iter_inputs(inputs: list[str]) -> Iterator[str]:
+    """Files as given, folders searched recursively for video extensions (sorted per folder),
+    globs expanded; absolute paths, streamed so a million files never sit in a list.
+    Raises InputError up front naming what matched nothing."""
+    _check_inputs(inputs)
     for item in inputs:
         if os.path.isdir(item):
             for root, dirs, files in os.walk(item):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [
-                    os.path.join(root, f)
-                    for f in sorted(files)
-                    if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS
-                ]
+                for f in sorted(files):
+                    if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS:
+                        yield os.path.abspath(os.path.join(root, f))
         elif os.path.exists(item):
-            found.append(item)
-        elif glob.has_magic(item):
-            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not matches:
-                missing.append(item)
-            found += matches
+            yield os.path.abspath(item)
         else:
-            missing.append(item)
-    if missing:
-        raise InputError("no such file, folder or glob match: " + ", ".join(repr(m) for m in missing))
-    return sorted({os.path.abspath(p) for p in found})
+            for match in sorted(glob.iglob(item, recursive=True)):
+                if os.path.isfile(match):
+                    yield os.path.abspath(match)
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """``iter_inputs`` as a sorted list without duplicates (for small input sets)."""
+    return sorted(set(iter_inputs(inputs)))
+
+
+def write_todo(path: str, inputs: list[str], state: shards.ResumeState) -> tuple[int, int]:
+    """Stream the sources still to do into a JSON-lines file Ray reads back lazily.
+    Returns (to do, already done). A source listed twice is done once."""
+    todo = done = 0
+    recent: dict[str, None] = {}  # bounded memory: catches a file named twice in a row of args
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for src in iter_inputs(inputs):
+            if src in recent:
+                continue
+            recent[src] = None
+            if len(recent) > 10_000:
+                recent.pop(next(iter(recent)))
+            if src in state.done_sources:
+                done += 1
+                continue
+            units = sorted(state.done_units_by_source.get(src, ()))
+            f.write(json.dumps({"source": src, "done_units": units}) + "\n")
+            todo += 1
+    os.replace(tmp, path)
+    return todo, done
 
 
 # --- operators (plain functions; Ray calls them) ------------------------------------------
@@ -299,7 +328,7 @@ def gpu_count() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def build_dataset(cfg: CurateConfig, todo: list[dict[str, Any]]):
+def build_dataset(cfg: CurateConfig, todo_file: str):
     import warnings
 
     import ray
@@ -312,7 +341,7 @@ def build_dataset(cfg: CurateConfig, todo: list[dict[str, Any]]):
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = cfg.workers or cpus
     tasks = ray.data.TaskPoolStrategy(size=workers)
-    ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
+    ds = ray.data.read_json(todo_file, lines=True)
     ds = ds.flat_map(plan_op, fn_kwargs={"params": params}, num_cpus=0.5, compute=tasks)
     ds = ds.flat_map(process_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks)
     if cfg.motion_enabled:
@@ -412,7 +441,7 @@ def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str
     if not cfg.inputs:
         raise ConfigError("no inputs: pass video files, folders or globs")
     require_binaries()
-    sources = expand_inputs(cfg.inputs)
+    _check_inputs(cfg.inputs)
     out = cfg.out
     os.makedirs(out, exist_ok=True)
     manifest = read_manifest(out)
@@ -422,11 +451,10 @@ def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str
     t0 = time.monotonic()
     started = _now()
     state = shards.resume_state(out)
-    todo = [
-        {"source": s, "done_units": sorted(state.done_units_by_source.get(s, ()))}
-        for s in sources
-        if s not in state.done_sources
-    ]
+    work = os.path.join(out, WORK_DIR)
+    os.makedirs(work, exist_ok=True)
+    todo_file = os.path.join(work, "todo.jsonl")
+    n_todo, n_done = write_todo(todo_file, cfg.inputs, state)
     manifest = manifest or {"created": _now(), "runs": []}
     manifest.update({"status": "running", "kvid_version": KVID_VERSION, "config": cfg.model_dump(), "versions": _versions()})
     shards.ensure_layout(out)
@@ -438,41 +466,39 @@ def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str
         max_clips=cfg.shard_max_clips,
         max_bytes=int(cfg.shard_max_mb * 1024 * 1024),
         max_open_s=cfg.shard_max_open_s,
-        skip_ids=state.committed_ids,
     )
+    ledger = shards.UnitLedger(state.done_units, state.partial_units)
     status = "interrupted"
     try:
-        if todo:
+        if n_todo:
             init_ray(cfg)
-            _write_all(build_dataset(cfg, todo), writer, todo, show_progress)
+            _write_all(build_dataset(cfg, todo_file), writer, ledger, n_todo, state, show_progress)
         writer.close()
         status = "complete"
     finally:
         if status != "complete":
             writer.abort()
-        summary = _finish(out, manifest, started, t0, status, writer, len(todo), len(sources) - len(todo))
+        summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done)
     return summary
 
 
-def _write_all(ds, writer: shards.ShardWriter, todo: list[dict], show_progress: bool | None) -> None:
-    """Drain the dataset into the writer; the bar counts sources whose every unit is in."""
+def _write_all(ds, writer: shards.ShardWriter, ledger: shards.UnitLedger, n_todo: int,
+               state: shards.ResumeState, show_progress: bool | None) -> None:
+    """Drain the dataset into the writer, each row once; the bar counts finished sources."""
     from tqdm import tqdm
 
-    units_before = Counter()
-    for item in todo:
-        for unit in item["done_units"]:
-            units_before[unit.rsplit(":", 1)[0]] += 1
-    unit_rows: Counter = Counter()
-    units_done: Counter = Counter(units_before)
-    with tqdm(total=len(todo), unit="video", desc="curate", disable=show_progress is False, dynamic_ncols=True) as bar:
+    units_done = Counter(u.rsplit(":", 1)[0] for units in state.done_units_by_source.values() for u in units)
+    with tqdm(total=n_todo, unit="video", desc="curate", disable=show_progress is False, dynamic_ncols=True) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
                 rec = R.row_record(row)
-                writer.add(rec, row["mp4"])
-                unit_rows[rec.work_unit] += 1
-                if unit_rows[rec.work_unit] == rec.work_unit_rows:
+                admitted, unit_done = ledger.admit(rec)
+                if admitted:
+                    writer.add(rec, row["mp4"])
+                if unit_done:
                     units_done[rec.source_id] += 1
                     if units_done[rec.source_id] == rec.source_units:
+                        del units_done[rec.source_id]
                         bar.update(1)
                         bar.set_postfix(clips=writer.written["clips"] + writer.pending_clips, refresh=False)
 

@@ -41,14 +41,15 @@ def test_parts_commit_atomically_and_offsets_point_at_the_video(tmp_path):
     assert not [n for n in os.listdir(tmp_path / "shards") if n.startswith(".")]
 
 
-def test_duplicates_are_dropped(tmp_path):
-    w = shards.ShardWriter(str(tmp_path), skip_ids={"clip0000"})
-    w.add(rec(0), b"x")
-    w.add(rec(1), b"y")
-    w.add(rec(1), b"y")
-    w.close()
-    assert shards.read_index(str(tmp_path)).column("clip_id").to_pylist() == ["clip0001"]
-    assert w.written["skipped"] == 2
+def test_ledger_admits_each_row_once_and_forgets_finished_units():
+    ledger = shards.UnitLedger(done_units={"done:0"}, partial_units={"a:0": {"clip0000"}})
+    assert ledger.admit(rec(9, "done:0", 1)) == (False, False)  # unit finished in an earlier run
+    assert ledger.admit(rec(0, "a:0", 3)) == (False, False)  # committed in an earlier run
+    assert ledger.admit(rec(1, "a:0", 3)) == (True, False)
+    assert ledger.admit(rec(1, "a:0", 3)) == (False, False)  # a retried task's duplicate
+    assert ledger.admit(rec(2, "a:0", 3)) == (True, True)
+    assert ledger.open == {}  # nothing is remembered for finished units but their name
+    assert ledger.admit(rec(2, "a:0", 3)) == (False, False)
 
 
 def test_resume_state_counts_units_and_removes_orphans(tmp_path):
@@ -67,7 +68,8 @@ def test_resume_state_counts_units_and_removes_orphans(tmp_path):
     assert state.orphans_removed == 1
     assert state.done_units == {"a:0"}
     assert state.done_sources == {"/v/a.mp4"}
-    assert state.committed_ids == {"clip0000", "clip0001", "clip0002", "clip0003"}
+    assert state.partial_units == {"b:0": {"clip0003"}}
+    assert state.done_units_by_source == {"/v/b.mp4": set()}
     assert state.next_seq == 2
 
 
