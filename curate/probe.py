@@ -22,7 +22,7 @@ _IMAGE_CODECS = {"png", "mjpeg_still", "bmp", "tiff", "webp", "jpegls", "svg", "
 # A frame rate is "variable" when packet durations spread more than this fraction around
 # their median (ignoring a few outliers at keyframes).
 _VFR_TOLERANCE = 0.05
-_VFR_SAMPLE_PACKETS = 240
+_VFR_SAMPLE_PACKETS = 480  # of all streams: audio packets are interleaved
 
 
 class ProbeError(Exception):
@@ -86,13 +86,10 @@ def _rotation(stream: dict) -> int:
     return 0
 
 
-def _is_vfr(path: str, timeout: float) -> bool:
-    data = ffprobe_json(
-        path,
-        ["-select_streams", "v:0", "-read_intervals", f"%+#{_VFR_SAMPLE_PACKETS}", "-show_entries", "packet=pts_time"],
-        timeout=timeout,
+def _is_vfr(packets: list[dict], stream_index: int) -> bool:
+    times = sorted(
+        t for t in (_float(p.get("pts_time")) for p in packets if p.get("stream_index") == stream_index) if t is not None
     )
-    times = sorted(t for t in (_float(p.get("pts_time")) for p in data.get("packets", [])) if t is not None)
     if len(times) < 8:
         return False
     deltas = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
@@ -130,7 +127,14 @@ def probe(path: str, timeout: float = 60.0) -> VideoInfo:
     if size == 0:
         raise ProbeError(schema.REASON_EMPTY_FILE, "file is empty (0 bytes)")
     try:
-        data = ffprobe_json(path, ["-show_format", "-show_streams"], timeout=timeout)
+        # One call: container, streams, and the first packets' timestamps (to tell a
+        # variable frame rate); a demux of a few hundred packets, no decoding.
+        data = ffprobe_json(
+            path,
+            ["-show_entries", "packet=stream_index,pts_time:stream:format:stream_side_data",
+             "-read_intervals", f"%+#{_VFR_SAMPLE_PACKETS}"],
+            timeout=timeout,
+        )
     except FFmpegError as e:
         if e.timed_out:
             raise ProbeError(schema.REASON_TIMEOUT, str(e)) from e
@@ -182,11 +186,7 @@ def probe(path: str, timeout: float = 60.0) -> VideoInfo:
         nb_frames = max(1, int(round(duration * float(rate))))
     start = _float(stream.get("start_time")) or _float(fmt.get("start_time")) or 0.0
 
-    r_rate = _rate(stream.get("r_frame_rate"))
-    try:
-        vfr = _is_vfr(path, timeout)
-    except FFmpegError:
-        vfr = r_rate is not None and abs(float(r_rate) - float(rate)) > 0.01 * float(rate)
+    vfr = _is_vfr(data.get("packets") or [], stream.get("index", 0))
 
     return VideoInfo(
         path=path,

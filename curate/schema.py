@@ -8,7 +8,7 @@ computed before the decision, so thresholds can change without recomputation.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import pyarrow as pa

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -16,11 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT
-from curate import schema, shards, synthetic
+from curate import shards, synthetic
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit
 from curate.probe import ProbeError, probe
 from pipelines.config import build_config
 from pipelines.curate import run_curate
+from pipelines.local_cluster import LocalCluster, kill, processes
 
 OFFLINE = ["--motion-backend", "none", "--caption-model", "none"]
 
@@ -99,7 +99,7 @@ def test_absurd_frame_rates(monkeypatch, tmp_path, rate, reason):
     fake = {"format": {"format_name": "mov,mp4", "duration": "4.0"},
             "streams": [{"codec_type": "video", "codec_name": "h264", "width": 640, "height": 360,
                          "avg_frame_rate": rate, "r_frame_rate": rate, "duration": "4.0"}]}
-    monkeypatch.setattr(probe_mod, "ffprobe_json", lambda *a, **k: fake if "-show_streams" in a[1] else {"packets": []})
+    monkeypatch.setattr(probe_mod, "ffprobe_json", lambda *a, **k: fake)
     if reason:
         with pytest.raises(ProbeError) as e:
             probe(str(f))
@@ -112,65 +112,11 @@ def test_absurd_frame_rates(monkeypatch, tmp_path, rate, reason):
 # --- a real local cluster -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _node_args() -> list[str]:
-    # Every port explicit: a second Ray on this machine (the test session's) holds the defaults.
-    return [
-        "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
-        f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-    ]
-
-
-def _processes(*needles: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if all(n in cmd for n in needles):
-            pids.append(int(p.name))
-    return pids
-
-
-def _kill(pids: list[int], sig=signal.SIGKILL) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """`ray start --head` on 127.0.0.1 plus a second node with its own resources."""
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    temp = tmp_path_factory.mktemp("r")  # short: Ray puts unix sockets under it
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "1000",
-           "RAY_health_check_failure_threshold": "3"}
-    head = subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                           f"--temp-dir={temp}", *_node_args()], env=env, capture_output=True, text=True, timeout=180)
-    if head.returncode != 0:
-        pytest.fail(f"ray start --head failed: {head.stderr[-2000:]}")
-    node2 = subprocess.run([ray_bin, "start", f"--address={address}", '--resources={"node2": 1}', *_node_args()],
-                           env=env, capture_output=True, text=True, timeout=180)
-    try:
-        assert node2.returncode == 0, node2.stderr[-2000:]
-        yield {"address": address, "ray": ray_bin, "env": env}
-    finally:
-        # `ray stop` would also stop the test session's own Ray: end this cluster's processes only.
-        _kill(_processes(str(temp)) + _processes(address))
-        time.sleep(2)
+    with LocalCluster(nodes=2, cpus_per_node=1, temp_dir=str(tmp_path_factory.mktemp("r"))) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +130,8 @@ def cluster_inputs(tmp_path_factory):
 
 def run_driver(cluster, inputs, out, *extra, wait=True):
     cmd = [sys.executable, "-m", "pipelines.cli", "curate", str(inputs), "--out", str(out), "-q",
-           "--ray-address", cluster["address"], "--shard-max-clips", "2", *OFFLINE, *extra]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           "--ray-address", cluster.address, "--shard-max-clips", "2", *OFFLINE, *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if wait:
         out_text, _ = proc.communicate(timeout=400)
         assert proc.returncode == 0, out_text[-3000:]
@@ -221,9 +167,9 @@ def _assert_nothing_partial(out: Path) -> None:
 
 def test_pipeline_runs_on_a_two_node_cluster(cluster, reference):
     # The cluster really has two nodes (the second with its own resource).
-    script = (f"import ray; ray.init(address={cluster['address']!r}); "
+    script = (f"import ray; ray.init(address={cluster.address!r}); "
               "print(len([n for n in ray.nodes() if n['Alive']]), ray.cluster_resources().get('node2'))")
-    out = subprocess.run([sys.executable, "-c", script], env=cluster["env"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], env=cluster.env, capture_output=True, text=True, timeout=120)
     assert out.stdout.split()[-2:] == ["2", "1.0"], out.stderr[-2000:]
 
 
@@ -233,10 +179,10 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, cluster_inputs, ref
     killed = []
     deadline = time.monotonic() + 120
     while not killed and time.monotonic() < deadline and proc.poll() is None:
-        pids = _processes("ray::FlatMap(process_op)")
+        pids = processes("ray::FlatMap(process_op)")
         if pids:
             time.sleep(0.5)  # let it get into its ffmpeg work
-            _kill(pids[:1])
+            kill(pids[:1])
             killed = pids[:1]
         time.sleep(0.1)
     text, _ = proc.communicate(timeout=400)
@@ -268,12 +214,12 @@ def test_killed_node_loses_and_duplicates_nothing(cluster, cluster_inputs, refer
     deadline = time.monotonic() + 120
     raylets = []
     while not raylets and time.monotonic() < deadline and proc.poll() is None:
-        if _processes("ray::FlatMap(process_op)"):
-            raylets = _processes("raylet", "node2")
+        if processes("ray::FlatMap(process_op)"):
+            raylets = cluster.node_raylets(2)
             time.sleep(1.0)
         time.sleep(0.1)
     assert raylets, "node2's raylet not found"
-    _kill(raylets)  # the whole second node goes: its raylet and, with it, its workers
+    kill(raylets)  # the whole second node goes: its raylet and, with it, its workers
     text, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, text[-3000:]
     assert dataset(out) == reference
