@@ -235,7 +235,15 @@ def init_ray(cfg: CurateConfig):
         kwargs["address"] = cfg.ray_address
     elif cfg.num_cpus:
         kwargs["num_cpus"] = cfg.num_cpus
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as e:
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at {cfg.ray_address}: {str(e).splitlines()[0]}. Check the address "
+            "(`ray status` on the head prints it); if the cluster uses token authentication (Ray turns it "
+            "on when ~/.ray/auth_token exists), run with RAY_AUTH_MODE=token and the cluster's token in "
+            "~/.ray/auth_token or RAY_AUTH_TOKEN."
+        ) from e
     return ray
 
 

@@ -57,6 +57,9 @@ class LocalCluster:
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="kvr", dir="/tmp")
         self.env = {
             **os.environ,
+            # Token authentication, explicitly: `ray start` turns it on by itself when a token
+            # file exists, and a driver that was not told would then be refused.
+            "RAY_AUTH_MODE": "token",
             "RAY_USAGE_STATS_ENABLED": "0",
             # Notice a lost node in seconds, not the default half minute.
             "RAY_health_check_period_ms": "1000",
@@ -83,6 +86,7 @@ class LocalCluster:
             raise RuntimeError(f"ray start failed: {out.stderr[-2000:]}")
 
     def start(self) -> "LocalCluster":
+        subprocess.run([self.ray, "get-auth-token", "--generate"], env=self.env, capture_output=True, timeout=60)
         self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"])
         for i in range(1, self.nodes):
             self._start([f"--address={self.address}", f"--resources={json.dumps({f'node{i + 1}': 1})}"])

@@ -1,0 +1,932 @@
+"""Kandinsky Video 1.1 text-to-video / image-to-video pipeline (explicit denoising loops).
+
+Stages (see docs/generate.md):
+
+1. **text**: encode the prompt once (and the negative prompt if given); the encoder can then be
+   offloaded or freed.
+2. **first frame** (text-to-video only): the keyframe U-Net in image mode draws a latent at twice
+   the video resolution, guidance ``(w+1) cond - w uncond``; decoded by the image MoVQ,
+   resized to the video size and re-encoded. Image-to-video uses the given image instead.
+3. **keyframes**: 12 latent frames conditioned on the (noise-augmented) first-frame latent, the
+   motion score and the augmentation level. Guidance on text and first frame with the three
+   branches ``[text+image, null+image, null+no image]`` batched in one forward:
+   ``eps = u + w_I (e_I - u) + w_T (e_TI - e_I)``.
+4. **interpolation**: 0, 1 or 2 passes (fps low / medium / high) predicting 3 frames between
+   each pair of frames: 12 -> 45 -> 177 frames.
+5. **decode**: temporal MoVQ decoder on chunks of frames, to uint8 RGB.
+
+A branch whose guidance coefficient is 0 is not evaluated, so guidance weights of 1 (keyframes)
+or 0 (first frame, interpolation) cost a single branch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoints import (
+    check_official_folder,
+    load_checked,
+    load_component,
+    load_state_file,
+    map_official_state_dict,
+    read_official_configs,
+    save_component,
+)
+from .config import FPS_PRESETS, PipelineConfig, dtype_name, num_video_frames, parse_dtype
+from .interpolation import InterpolationUNet3D
+from .motion_levels import MotionLevels, load_motion_levels, resolve_motion
+from .movq import MoVQ
+from .scheduler import DDPMScheduler
+from .text_encoder import (
+    KandinskyTextEncoder,
+    MissingWeightsError,
+    PromptEmbeds,
+    TextEncoderConfig,
+    tiny_t5_encoder,
+    tiny_tokenizer,
+)
+from .unet import KandinskyUNet3D
+from .video_io import write_video
+
+PIPELINE_FILE = "pipeline.json"
+OFFLOAD_MODES = ("none", "text_encoder", "model")
+
+
+@dataclass
+class VideoOutput:
+    """A generated video: ``frames`` (list of PIL images), ``fps`` so that it lasts ``seconds``."""
+
+    array: np.ndarray  # (T, H, W, 3) uint8
+    fps: float
+    fps_preset: str
+    info: dict[str, Any] = field(default_factory=dict)
+    first_frame: Image.Image | None = None
+
+    @property
+    def frames(self) -> list[Image.Image]:
+        return [Image.fromarray(f) for f in self.array]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return self.num_frames / self.fps
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``.mp4`` (H.264 through ffmpeg) or ``.gif``."""
+        return write_video(self.array, path, self.fps)
+
+
+class _Timer:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stages: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, float]]:
+        rec = self.stages.setdefault(name, {"seconds": 0.0, "unet_calls": 0, "unet_rows": 0})
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield rec
+        finally:
+            self._sync()
+            rec["seconds"] += time.perf_counter() - t0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _progress(iterable, desc: str, enabled: bool, total: int | None = None):
+    # disable=None: tqdm switches itself off when stderr is not a terminal
+    return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True, leave=False, dynamic_ncols=True)
+
+
+def randomize_parameters_(module: nn.Module, seed: int = 0, std: float = 0.05) -> nn.Module:
+    """Give every zero-initialised parameter random values (tests/benchmarks with random weights).
+
+    Upstream zero-initialises the temporal output convs, the conditional-norm MLPs and the merge
+    scalars, which would make motion/noise/frame conditioning inert in a random model.
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.is_meta or bool((p != 0).any()):
+                continue
+            if p.numel() == 1:  # merge scalars
+                p.copy_(torch.rand(p.shape, generator=g) * 0.4 + 0.1)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def _materialize_random_(module: nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> nn.Module:
+    """Meta-built module -> random weights directly on ``device`` (no host copy of a multi-GB model)."""
+    module.to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if t.dim() >= 2:
+                fan_in = t[0].numel()
+                t.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=g)
+            elif name.endswith("merge") or "merge" in name.split(".")[-1]:
+                t.fill_(0.3)
+            elif name.endswith("weight") and "norm" in name:
+                t.fill_(1.0)
+            else:
+                t.normal_(0.0, 0.02, generator=g)
+    return module.to(dtype=dtype)
+
+
+class KandinskyVideoPipeline:
+    """Kandinsky Video 1.1 inference. Build with :func:`get_T2V_pipeline`, :meth:`from_official`,
+    :meth:`from_pretrained` or :meth:`from_random`; call with a prompt (and optionally an image)."""
+
+    def __init__(
+        self,
+        text_encoder: KandinskyTextEncoder | None,
+        unet: KandinskyUNet3D,
+        interpolation_unet: InterpolationUNet3D,
+        movq: MoVQ,
+        video_movq: MoVQ,
+        config: PipelineConfig | None = None,
+        motion_levels: MotionLevels | None = None,
+    ):
+        self.text_encoder = text_encoder
+        self.unet = unet.eval()
+        self.interpolation_unet = interpolation_unet.eval()
+        self.movq = movq.eval()
+        self.video_movq = video_movq.eval()
+        if text_encoder is not None:
+            text_encoder.eval()
+        self.config = config or PipelineConfig(
+            unet=unet.config, interpolation_unet=interpolation_unet.config, movq=movq.config,
+            video_movq=video_movq.config,
+            text_encoder=text_encoder.config if text_encoder is not None else TextEncoderConfig(context_dim=unet.config.context_dim),
+        )
+        self.motion_levels = motion_levels or MotionLevels.official()
+        self.device = unet.device if unet.device.type != "meta" else torch.device("cpu")
+        self.offload = "none"
+        self.batch_guidance = True
+        self.decode_chunk_size: int | None = None  # None: the official rule, n // 4 chunks
+        self.source: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @property
+    def components(self) -> dict[str, nn.Module]:
+        comps = {
+            "unet": self.unet, "interpolation_unet": self.interpolation_unet, "movq": self.movq,
+            "video_movq": self.video_movq,
+        }
+        if self.text_encoder is not None:
+            comps["text_encoder"] = self.text_encoder
+        return comps
+
+    def to(
+        self,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        *,
+        text_encoder_dtype: torch.dtype | str | None = None,
+        movq_dtype: torch.dtype | str | None = None,
+    ) -> "KandinskyVideoPipeline":
+        """Move to ``device`` / cast. U-Nets take ``dtype``; MoVQs ``movq_dtype`` (default ``dtype``);
+        the text encoder ``text_encoder_dtype`` (default ``dtype``)."""
+        if device is not None:
+            self.device = torch.device(device)
+        if dtype is not None:
+            dt = parse_dtype(dtype)
+            mdt = parse_dtype(movq_dtype, dt)
+            tdt = parse_dtype(text_encoder_dtype, dt)
+            for m in (self.unet, self.interpolation_unet):
+                m.to(dtype=dt)
+            for m in (self.movq, self.video_movq):
+                m.to(dtype=mdt)
+            if self.text_encoder is not None:
+                self.text_encoder.to(dtype=tdt)
+        self._place_all()
+        return self
+
+    def _resident(self, name: str) -> bool:
+        if self.offload == "model":
+            return False
+        if self.offload == "text_encoder" and name == "text_encoder":
+            return False
+        return True
+
+    def _place_all(self) -> None:
+        for name, m in self.components.items():
+            m.to(self.device if self._resident(name) else torch.device("cpu"))
+
+    def enable_offload(self, mode: str = "model") -> "KandinskyVideoPipeline":
+        """``"model"``: every component waits on the CPU and visits the GPU for its stage;
+        ``"text_encoder"``: only the text encoder does; ``"none"``: all stay on the device."""
+        if mode not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {mode!r}")
+        self.offload = mode
+        self._place_all()
+        return self
+
+    @contextlib.contextmanager
+    def _on_device(self, name: str) -> Iterator[nn.Module]:
+        module = self.components[name]
+        if self._resident(name) or self.device.type == "cpu":
+            yield module
+            return
+        module.to(self.device)
+        try:
+            yield module
+        finally:
+            module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def release_text_encoder(self) -> None:
+        """Drop the text encoder (after all prompts are encoded) to free its memory."""
+        self.text_encoder = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def compile(self, mode: str | None = None) -> "KandinskyVideoPipeline":
+        """``torch.compile`` the U-Nets and the video decoder (in place; first call is slow)."""
+        for m in (self.unet, self.interpolation_unet, self.video_movq.decoder):
+            m.compile(mode=mode, dynamic=False)
+        return self
+
+    @classmethod
+    def from_official(
+        cls,
+        weights_dir: str | os.PathLike,
+        text_encoder: str | os.PathLike | KandinskyTextEncoder | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        text_encoder_dtype: torch.dtype | str | None = None,
+        movq_dtype: torch.dtype | str | None = None,
+        offload: str = "none",
+        motion_levels: str | os.PathLike | MotionLevels | None = None,
+        load_text_encoder: bool = True,
+    ) -> "KandinskyVideoPipeline":
+        """Load the official checkpoints from a local folder (see :mod:`generate.checkpoints`).
+
+        ``text_encoder``: hub id or local folder of the T5 encoder (default: the one named in
+        ``configs.json``, else ``google/flan-ul2``), or a ready :class:`KandinskyTextEncoder`.
+        """
+        folder = Path(weights_dir)
+        files = check_official_folder(folder)  # fail before anything heavy is read
+        config = PipelineConfig.from_official(read_official_configs(folder))
+        dt = parse_dtype(dtype)
+        te = None
+        if isinstance(text_encoder, KandinskyTextEncoder):
+            te = text_encoder
+        elif load_text_encoder:
+            te = KandinskyTextEncoder.from_pretrained(
+                text_encoder or config.text_encoder.pretrained,
+                projections=load_state_file(files["text_projection"]),
+                tokens_length=config.text_encoder.tokens_length,
+                context_dim=config.text_encoder.context_dim,
+                dtype=parse_dtype(text_encoder_dtype, dt),
+            )
+        modules: dict[str, nn.Module] = {}
+        builders = {
+            "unet": (KandinskyUNet3D, config.unet),
+            "interpolation_unet": (InterpolationUNet3D, config.interpolation_unet),
+            "movq": (MoVQ, config.movq),
+            "video_movq": (MoVQ, config.video_movq),
+        }
+        for name, (klass, cfg) in builders.items():
+            with torch.device("meta"):
+                module = klass(cfg)
+            state = map_official_state_dict(name, load_state_file(files[name]), module)
+            load_checked(module, state, component=f"{name} ({files[name].name})")
+            target = parse_dtype(movq_dtype, dt) if "movq" in name else dt
+            modules[name] = module.to(dtype=target)
+            del state
+        pipe = cls(te, config=config, motion_levels=_levels(motion_levels), **modules)
+        pipe.source = {"kind": "official", "path": str(folder)}
+        pipe.device = torch.device(device)
+        pipe.enable_offload(offload)
+        return pipe
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str | None = None,
+        text_encoder_dtype: torch.dtype | str | None = None,
+        movq_dtype: torch.dtype | str | None = None,
+        offload: str = "none",
+        motion_levels: str | os.PathLike | MotionLevels | None = None,
+        load_text_encoder: bool = True,
+    ) -> "KandinskyVideoPipeline":
+        """Load a folder written by :meth:`save_pretrained` (exact round trip when dtype is None)."""
+        folder = Path(folder)
+        meta_path = folder / PIPELINE_FILE
+        if not meta_path.is_file():
+            raise MissingWeightsError(
+                f"{folder} has no {PIPELINE_FILE}: not a pipeline saved by KandinskyVideoPipeline.save_pretrained. "
+                "For the official checkpoints use from_official (t2v.pt, interpolation.pt, ...)."
+            )
+        meta = json.loads(meta_path.read_text())
+        config = PipelineConfig.from_dict(meta["config"])
+        modules = {
+            "unet": load_component(folder / "unet", KandinskyUNet3D),
+            "interpolation_unet": load_component(folder / "interpolation_unet", InterpolationUNet3D),
+            "movq": load_component(folder / "movq", MoVQ),
+            "video_movq": load_component(folder / "video_movq", MoVQ),
+        }
+        te = None
+        if load_text_encoder:
+            te = KandinskyTextEncoder.from_pretrained(
+                folder / "text_encoder", projections=folder / "text_encoder",
+                tokens_length=config.text_encoder.tokens_length, context_dim=config.text_encoder.context_dim,
+                dtype=parse_dtype(meta.get("text_encoder_dtype"), torch.float32), local_files_only=True,
+            )
+        pipe = cls(te, config=config, motion_levels=_levels(motion_levels), **modules)
+        pipe.source = {"kind": "kvid", "path": str(folder)}
+        pipe.device = torch.device(device)
+        if dtype is not None:
+            pipe.to(dtype=dtype, text_encoder_dtype=text_encoder_dtype, movq_dtype=movq_dtype)
+        pipe.enable_offload(offload)
+        return pipe
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write our format: one sub-folder per component (config.json + model.safetensors),
+        the text encoder through transformers ``save_pretrained`` plus ``projection.safetensors``."""
+        from safetensors.torch import save_file
+
+        from . import __version__
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("unet", "interpolation_unet", "movq", "video_movq"):
+            save_component(self.components[name], folder / name)
+        te_dtype = None
+        if self.text_encoder is not None:
+            te_dir = folder / "text_encoder"
+            self.text_encoder.encoder.save_pretrained(te_dir)
+            self.text_encoder.tokenizer.save_pretrained(te_dir)
+            proj = {k: v.detach().contiguous().cpu() for k, v in self.text_encoder.projection.state_dict().items()}
+            save_file(proj, str(te_dir / "projection.safetensors"))
+            te_dtype = dtype_name(self.text_encoder.dtype)
+        meta = {
+            "kvid_version": __version__, "config": self.config.to_dict(), "text_encoder_dtype": te_dtype,
+            "has_text_encoder": self.text_encoder is not None,
+        }
+        (folder / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def from_random(
+        cls,
+        size: str = "tiny",
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        with_text_encoder: bool = True,
+    ) -> "KandinskyVideoPipeline":
+        """Random weights, for tests (``tiny``) and speed/memory benchmarks (``full``: the released
+        architecture, 4.1B + 4.0B U-Nets, and a Flan-UL2-shaped 8.6B text encoder). Outputs are noise."""
+        dev, dt = torch.device(device), parse_dtype(dtype)
+        if size == "tiny":
+            config = PipelineConfig.tiny()
+            torch_state = torch.random.get_rng_state()
+            torch.manual_seed(seed)
+            try:
+                unet = randomize_parameters_(KandinskyUNet3D(config.unet), seed)
+                interp = randomize_parameters_(InterpolationUNet3D(config.interpolation_unet), seed + 1)
+                movq = randomize_parameters_(MoVQ(config.movq), seed + 2)
+                video = randomize_parameters_(MoVQ(config.video_movq), seed + 3)
+                with torch.no_grad():
+                    unet.null_embedding.normal_()
+                    interp.null_embedding.normal_()
+                te = None
+                if with_text_encoder:
+                    enc = tiny_t5_encoder(d_model=16, seed=seed)
+                    te = KandinskyTextEncoder(enc, tiny_tokenizer(), config.text_encoder)
+                    randomize_parameters_(te.projection, seed + 4)
+            finally:
+                torch.random.set_rng_state(torch_state)
+        elif size == "full":
+            config = PipelineConfig.kandinsky_video_1_1()
+            mods = []
+            for i, (klass, cfg) in enumerate(
+                [(KandinskyUNet3D, config.unet), (InterpolationUNet3D, config.interpolation_unet),
+                 (MoVQ, config.movq), (MoVQ, config.video_movq)]
+            ):
+                with torch.device("meta"):
+                    m = klass(cfg)
+                mods.append(_materialize_random_(m, dev, dt, seed + i))
+            unet, interp, movq, video = mods
+            te = None
+            if with_text_encoder:
+                from transformers import T5EncoderModel
+
+                from .text_encoder import flan_ul2_encoder_config
+
+                with torch.device("meta"):
+                    enc = T5EncoderModel(flan_ul2_encoder_config())
+                _materialize_random_(enc, dev, dt, seed + 10)
+                te = KandinskyTextEncoder(enc, tiny_tokenizer(), config.text_encoder, d_model=4096)
+                te.projection.to(dev, dt)
+        else:
+            raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
+        pipe = cls(te, unet, interp, movq, video, config=config)
+        pipe.source = {"kind": "random", "size": size, "seed": seed}
+        pipe.device = dev
+        return pipe.to(dev, dt)
+
+    # ------------------------------------------------------------------ stages
+
+    @property
+    def size_multiple(self) -> int:
+        return self.config.size_multiple
+
+    def encode_prompt(self, prompts: str | Sequence[str], progress: bool = False) -> PromptEmbeds:
+        """Encode prompts (once); returns embeddings on the execution device in fp32."""
+        if self.text_encoder is None:
+            raise RuntimeError(
+                "the text encoder was released or not loaded: pass prompt_embeds=, or build the pipeline with a text encoder"
+            )
+        single = isinstance(prompts, str)
+        with self._on_device("text_encoder") as te:
+            bar = _progress(range(1), "text encode", progress)
+            embeds = te.encode([prompts] if single else list(prompts))
+            bar.update(1)
+            bar.close()
+        return embeds.to(self.device)
+
+    def _null_context(self, like: PromptEmbeds, null_embedding: torch.Tensor) -> PromptEmbeds:
+        ctx = torch.zeros_like(like.context)
+        ctx[:, 0] = null_embedding.to(device=ctx.device, dtype=ctx.dtype)
+        mask = torch.zeros_like(like.mask)
+        mask[:, 0] = True
+        return PromptEmbeds(ctx, mask)
+
+    @staticmethod
+    def _same_length(a: PromptEmbeds, b: PromptEmbeds) -> tuple[PromptEmbeds, PromptEmbeds]:
+        """Zero-pad two embeddings to a common length so they can share one batch."""
+        length = max(a.context.shape[1], b.context.shape[1])
+
+        def pad(e: PromptEmbeds) -> PromptEmbeds:
+            n = length - e.context.shape[1]
+            if n == 0:
+                return e
+            return PromptEmbeds(
+                torch.nn.functional.pad(e.context, (0, 0, 0, n)), torch.nn.functional.pad(e.mask, (0, n), value=False)
+            )
+
+        return pad(a), pad(b)
+
+    def _branch_contexts(
+        self, embeds: PromptEmbeds, negative: PromptEmbeds | None, null_embedding: torch.Tensor
+    ) -> tuple[PromptEmbeds, PromptEmbeds]:
+        """(conditional, unconditional) text: the unconditional one is the negative prompt if
+        given, else the learned null embedding in a zero context of the same length (official)."""
+        if negative is None:
+            return embeds, self._null_context(embeds, null_embedding)
+        return self._same_length(embeds, negative)
+
+    def _evaluate(
+        self,
+        model: Callable[..., torch.Tensor],
+        inputs: list[torch.Tensor],
+        contexts: list[PromptEmbeds],
+        coefs: list[float],
+        per_branch_kwargs: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Run the model on every branch (batched in one forward unless ``batch_guidance`` is off)
+        and return ``sum(coef_b * out_b)`` in fp32."""
+        per = per_branch_kwargs or [{} for _ in inputs]
+        acc = torch.promote_types(inputs[0].dtype, torch.float32)  # guidance maths in fp32 (or fp64)
+        if self.batch_guidance and len(inputs) > 1:
+            merged = {k: torch.cat([p[k] for p in per]) for k in per[0]}
+            ctx = torch.cat([c.context for c in contexts])
+            mask = torch.cat([c.mask for c in contexts])
+            out = model(torch.cat(inputs), ctx, mask, **merged, **kwargs).to(acc)
+            outs = out.chunk(len(inputs))
+        else:
+            outs = [model(x, c.context, c.mask, **p, **kwargs).to(acc) for x, c, p in zip(inputs, contexts, per)]
+        result = coefs[0] * outs[0]
+        for c, o in zip(coefs[1:], outs[1:]):
+            result = result + c * o
+        return result
+
+    def generate_first_frame_latent(
+        self,
+        embeds: PromptEmbeds,
+        negative: PromptEmbeds | None,
+        width: int,
+        height: int,
+        guidance_scale: float,
+        num_inference_steps: int,
+        generator: torch.Generator,
+        progress: bool = True,
+        timer: _Timer | None = None,
+    ) -> torch.Tensor:
+        """Text-to-image with the keyframe U-Net in image mode, at twice the video size -> latent."""
+        f = self.movq.config.downsample_factor
+        shape = (1, self.unet.config.out_channels, 2 * height // f, 2 * width // f)
+        sched = DDPMScheduler(self.config.keyframe_scheduler).with_steps(num_inference_steps)
+        with self._on_device("unet") as unet:
+            dev = self.device
+            x = torch.randn(shape, generator=generator, device=dev)
+            cond, uncond = self._branch_contexts(embeds, negative, unet.null_embedding)
+            static = torch.zeros(1, unet.config.num_channels - shape[1], *shape[2:], device=dev)
+            w = float(guidance_scale)
+            # (w + 1) cond - w uncond; w = 0 needs the conditional branch only
+            branches = [(w + 1.0, cond)] + ([(-w, uncond)] if w != 0 else [])
+            coefs, ctxs = [b[0] for b in branches], [b[1] for b in branches]
+            rec = timer.stages.setdefault("first_frame", {}) if timer else {}
+            for i, t in enumerate(_progress(sched.timesteps, "first frame", progress)):
+                inp = torch.cat([x, static], dim=1)
+                tt = _scalar(t, dev)
+                eps = self._evaluate(lambda s, c, m: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs)
+                _count(rec, len(ctxs), 1 if self.batch_guidance else len(ctxs))
+                x = sched.step(eps, i, x, generator=generator)
+        return x
+
+    def decode_image(self, latent: torch.Tensor) -> Image.Image:
+        """Image MoVQ decode of one latent -> PIL (clip, x255, truncate, as upstream)."""
+        with self._on_device("movq") as movq:
+            img = movq.decode(latent.to(self.device)).float()
+        return _to_pil(img[0])
+
+    def generate_first_frame(self, embeds, negative, width, height, guidance_scale, num_inference_steps, generator,
+                             progress: bool = True, timer: _Timer | None = None) -> Image.Image:
+        """Text-to-image first frame as a PIL image at twice the video size."""
+        latent = self.generate_first_frame_latent(
+            embeds, negative, width, height, guidance_scale, num_inference_steps, generator, progress, timer
+        )
+        return self.decode_image(latent)
+
+    def encode_image(self, image: Image.Image | np.ndarray | str | os.PathLike, width: int, height: int) -> torch.Tensor:
+        """Resize to cover (width, height), centre-crop, encode with the image MoVQ -> (1, 4, h, w) fp32."""
+        pil = prepare_image(image, width, height)
+        arr = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        with self._on_device("movq") as movq:
+            latent = movq.encode((2.0 * arr - 1.0).to(self.device))
+        return latent.float()
+
+    def generate_keyframes(
+        self,
+        first_frame_latent: torch.Tensor,
+        embeds: PromptEmbeds,
+        negative: PromptEmbeds | None,
+        motion_score: float,
+        noise_augmentation: int,
+        guidance_weight_prompt: float,
+        guidance_weight_image: float,
+        num_inference_steps: int,
+        generator: torch.Generator,
+        progress: bool = True,
+        timer: _Timer | None = None,
+    ) -> torch.Tensor:
+        """12 keyframe latents (T, 4, h, w) conditioned on the first frame, motion and noise level."""
+        T = self.config.num_keyframes
+        sched = DDPMScheduler(self.config.keyframe_scheduler).with_steps(num_inference_steps)
+        dev = self.device
+        _, c, h, w = first_frame_latent.shape
+        with self._on_device("unet") as unet:
+            x = torch.randn((T, c, h, w), generator=generator, device=dev)
+            kf = first_frame_latent.to(dev)
+            aug = torch.rand(kf.shape, generator=generator, device=dev)  # uniform noise, as published
+            kf = sched.add_noise(kf, aug, int(noise_augmentation))
+            image_cond = torch.zeros(T, c + 1, h, w, device=dev)
+            image_cond[0, :c] = kf[0]
+            image_cond[0, c] = 1.0
+            no_image = torch.zeros_like(image_cond)
+            text, null = self._branch_contexts(embeds, negative, unet.null_embedding)
+            w_t, w_i = float(guidance_weight_prompt), float(guidance_weight_image)
+            # eps = (1 - w_I) u + (w_I - w_T) e_I + w_T e_TI
+            candidates = [(w_t, text, image_cond), (w_i - w_t, null, image_cond), (1.0 - w_i, null, no_image)]
+            branches = [b for b in candidates if b[0] != 0]
+            coefs = [b[0] for b in branches]
+            ctxs = [b[1] for b in branches]
+            statics = [b[2] for b in branches]
+            rec = timer.stages.setdefault("keyframes", {}) if timer else {}
+            motion = _scalar(motion_score, dev) if unet.config.motion_score else None
+            level = _scalar(noise_augmentation, dev) if unet.config.noise_augmentation else None
+            for i, t in enumerate(_progress(sched.timesteps, "keyframes", progress)):
+                inputs = [torch.cat([x, s], dim=1) for s in statics]
+                tt = _scalar(t, dev)
+                eps = self._evaluate(
+                    lambda s, cc, m: unet(s, tt, cc, m, num_frames=T, motion_score=motion, noise_level=level),
+                    inputs, ctxs, coefs,
+                )
+                _count(rec, len(branches) * T, 1 if self.batch_guidance else len(branches))
+                x = sched.step(eps, i, x, generator=generator)
+        return x
+
+    def interpolate(
+        self,
+        frames: torch.Tensor,
+        embeds: PromptEmbeds,
+        negative: PromptEmbeds | None,
+        skip_frames: int,
+        guidance_scale: float,
+        num_inference_steps: int,
+        generator: torch.Generator,
+        progress: bool = True,
+        timer: _Timer | None = None,
+        stage: str = "interpolation",
+    ) -> torch.Tensor:
+        """(N, 4, h, w) -> (4N - 3, 4, h, w): 3 new frames between each pair."""
+        n, c, h, w = frames.shape
+        groups = n - 1
+        sched = DDPMScheduler(self.config.interpolation_scheduler).with_steps(num_inference_steps)
+        dev = self.device
+        with self._on_device("interpolation_unet") as iunet:
+            out_ch = iunet.config.out_channels
+            x = torch.randn((groups, out_ch, h, w), generator=generator, device=dev)
+            frames = frames.to(dev)
+            left, right = frames[:-1], frames[1:]
+            text, null = self._branch_contexts(embeds, negative, iunet.null_embedding)
+            g = float(guidance_scale)
+            ones, zeros = torch.ones(groups, device=dev), torch.zeros(groups, device=dev)
+            candidates = [
+                (g + 1.0, text, (left, right), ones),
+                (-g, null, (torch.zeros_like(left), torch.zeros_like(right)), zeros),
+            ]
+            branches = [b for b in candidates if b[0] != 0]
+            coefs = [b[0] for b in branches]
+            ctxs = [b[1] for b in branches]
+            per = [{"temporal_mask": b[3]} for b in branches]
+            rec = timer.stages.setdefault(stage, {}) if timer else {}
+            skip, perturbation = _scalar(skip_frames, dev), _scalar(0.0, dev)
+            for i, t in enumerate(_progress(sched.timesteps, stage, progress)):
+                inputs = [torch.cat([b[2][0], x, b[2][1]], dim=1) for b in branches]
+                tt = _scalar(t, dev)
+                v = self._evaluate(
+                    lambda s, cc, m, temporal_mask: iunet(
+                        s, tt, cc, m, num_groups=groups, skip_frames=skip, perturbation_time=perturbation,
+                        temporal_mask=temporal_mask,
+                    ),
+                    inputs, ctxs, coefs, per,
+                )
+                _count(rec, len(branches) * groups, 1 if self.batch_guidance else len(branches))
+                x = sched.step(v, i, x, generator=generator)
+        new = x.view(groups, out_ch // c, c, h, w)
+        video = torch.empty(4 * n - 3, c, h, w, device=dev, dtype=x.dtype)
+        video[0::4] = frames.to(x.dtype)
+        for k in range(out_ch // c):
+            video[k + 1::4] = new[:, k]
+        return video
+
+    def decode(self, latents: torch.Tensor, progress: bool = True) -> np.ndarray:
+        """Video MoVQ decode in temporal chunks -> (T, H, W, 3) uint8 on the host.
+
+        Chunking (``decode_chunk_size``) bounds memory; the default follows the official code
+        (``n // 4`` chunks, i.e. 4-5 frames each). Temporal layers see one chunk at a time.
+        """
+        n = latents.shape[0]
+        if self.decode_chunk_size:
+            chunks = latents.split(self.decode_chunk_size)
+        else:
+            chunks = latents.chunk(max(1, n // 4))
+        out = []
+        with self._on_device("video_movq") as vmovq:
+            for chunk in _progress(chunks, "decode", progress):
+                img = vmovq.decode(chunk.to(self.device)).float()
+                img = ((img + 1.0) / 2.0).clamp(0.0, 1.0)
+                # official: ToPILImage on floats -> mul(255).byte() (truncation)
+                out.append(img.mul(255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
+        return torch.cat(out).numpy()
+
+    # ------------------------------------------------------------------ call
+
+    def check_inputs(self, width: int, height: int, fps: str, num_inference_steps: int, interpolation_steps: int) -> None:
+        m = self.size_multiple
+        if width <= 0 or height <= 0 or width % m or height % m:
+            raise ValueError(f"width and height must be positive multiples of {m}, got {width}x{height}")
+        if fps not in FPS_PRESETS:
+            raise ValueError(f"fps must be one of {list(FPS_PRESETS)}, got {fps!r}")
+        if num_inference_steps < 1 or interpolation_steps < 1:
+            raise ValueError("num_inference_steps and interpolation_steps must be >= 1")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        image: Image.Image | np.ndarray | str | os.PathLike | None = None,
+        width: int = 512,
+        height: int = 512,
+        fps: str = "low",
+        motion: str | float = "medium",
+        key_frame_guidance_scale: float = 5.0,
+        guidance_weight_prompt: float = 5.0,
+        guidance_weight_image: float = 2.0,
+        interpolation_guidance_scale: float = 0.5,
+        noise_augmentation: int = 20,
+        num_inference_steps: int = 50,
+        interpolation_steps: int = 10,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        motion_levels: str | os.PathLike | MotionLevels | None = None,
+        prompt_embeds: PromptEmbeds | None = None,
+        negative_prompt_embeds: PromptEmbeds | None = None,
+        progress: bool = True,
+    ) -> VideoOutput:
+        """Generate a 5.5 s video. See the module docstring for the stages.
+
+        ``image`` (image-to-video) replaces the generated first frame. ``motion`` is a level name
+        (through ``motion_levels``: a ``motion_levels.json`` or its folder; default: the pipeline's,
+        else the official 1/10/50/100) or a number used as is. ``seed`` makes the run reproducible
+        on a given device; without seed and generator a random seed is drawn and reported in
+        ``info``. ``prompt_embeds`` skip the text encoder (see :meth:`encode_prompt`).
+        """
+        self.check_inputs(width, height, fps, num_inference_steps, interpolation_steps)
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("give a prompt (or prompt_embeds)")
+        levels = _levels(motion_levels) if motion_levels is not None else self.motion_levels
+        motion_score = resolve_motion(motion, levels)
+        if generator is None:
+            seed = int(seed) if seed is not None else secrets.randbelow(2**31)
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        timer = _Timer(self.device)
+        t_start = time.perf_counter()
+
+        with timer.stage("text"):
+            embeds = prompt_embeds.to(self.device) if prompt_embeds is not None else self.encode_prompt(prompt, progress)
+            negative = None
+            if negative_prompt_embeds is not None:
+                negative = negative_prompt_embeds.to(self.device)
+            elif negative_prompt:
+                negative = self.encode_prompt(negative_prompt, progress)
+
+        first_frame = None
+        with timer.stage("first_frame"):
+            if image is None:
+                latent = self.generate_first_frame_latent(
+                    embeds, negative, width, height, key_frame_guidance_scale, num_inference_steps, generator,
+                    progress, timer,
+                )
+        with timer.stage("image_movq"):  # decode the drawn first frame (t2v), encode the conditioning image
+            if image is None:
+                first_frame = self.decode_image(latent)
+            first_latent = self.encode_image(first_frame if image is None else image, width, height)
+
+        with timer.stage("keyframes"):
+            latents = self.generate_keyframes(
+                first_latent, embeds, negative, motion_score, noise_augmentation, guidance_weight_prompt,
+                guidance_weight_image, num_inference_steps, generator, progress, timer,
+            )
+        for k, skip in enumerate(FPS_PRESETS[fps]):
+            name = f"interpolation_{k + 1}"
+            with timer.stage(name):
+                latents = self.interpolate(
+                    latents, embeds, negative, skip, interpolation_guidance_scale, interpolation_steps, generator,
+                    progress, timer, name,
+                )
+        with timer.stage("decode"):
+            array = self.decode(latents, progress)
+
+        expected = num_video_frames(fps, self.config.num_keyframes)
+        assert array.shape[0] == expected, (array.shape, expected)
+        info = {
+            "seed": seed,
+            "motion": motion,
+            "motion_score": motion_score,
+            "motion_levels": levels.describe(),
+            "num_frames": int(array.shape[0]),
+            "stages": timer.stages,
+            "seconds_total": time.perf_counter() - t_start,
+            "mode": "i2v" if image is not None else "t2v",
+        }
+        return VideoOutput(
+            array=array, fps=array.shape[0] / self.config.video_seconds, fps_preset=fps, info=info,
+            first_frame=first_frame,
+        )
+
+
+def _scalar(value: float, device: torch.device) -> torch.Tensor:
+    """A (1,) fp32 tensor filled on the device (a fill kernel: no host-to-device copy, no sync).
+
+    Passing tensors rather than Python numbers keeps torch.compile from specialising (and
+    recompiling) on every timestep or motion value.
+    """
+    return torch.full((1,), float(value), device=device, dtype=torch.float32)
+
+
+def _count(rec: dict, rows: int, calls: int) -> None:
+    if rec is not None:
+        rec["unet_rows"] = rec.get("unet_rows", 0) + rows
+        rec["unet_calls"] = rec.get("unet_calls", 0) + calls
+
+
+def _to_pil(img: torch.Tensor) -> Image.Image:
+    """(3, H, W) in about [-1, 1] -> PIL, as the official decode_image (clip, x255, truncate)."""
+    arr = ((img + 1.0) / 2.0).clamp(0.0, 1.0).mul(255.0).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def prepare_image(image: Image.Image | np.ndarray | str | os.PathLike, width: int, height: int) -> Image.Image:
+    """Scale so the image covers (width, height) and centre-crop.
+
+    Same as the official ``encode_image`` for images at least as large as the target; smaller
+    images are upscaled here (the official code would crop outside the image, i.e. pad black).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = Image.open(image)
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    w0, h0 = image.size
+    scale = max(width / w0, height / h0)
+    new = (max(width, round(w0 * scale)), max(height, round(h0 * scale)))
+    if new != (w0, h0):
+        image = image.resize(new, Image.BICUBIC)
+    nw, nh = image.size
+    left, top = (nw - width) / 2, (nh - height) / 2
+    return image.crop((round(left), round(top), round(left) + width, round(top) + height))
+
+
+def _levels(value: str | os.PathLike | MotionLevels | None) -> MotionLevels:
+    if isinstance(value, MotionLevels):
+        return value
+    return load_motion_levels(value)
+
+
+def load_pipeline(
+    path: str | os.PathLike,
+    *,
+    text_encoder: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    offload: str = "none",
+    motion_levels: str | os.PathLike | MotionLevels | None = None,
+) -> KandinskyVideoPipeline:
+    """Load either our saved format (``pipeline.json``) or an official folder (``t2v.pt`` ...).
+
+    ``path`` may also be ``random:tiny`` / ``random:full`` (random weights: smoke tests, benchmarks).
+    """
+    spec = str(path)
+    if spec.startswith("random:"):
+        pipe = KandinskyVideoPipeline.from_random(spec.split(":", 1)[1], device=device, dtype=dtype)
+        pipe.motion_levels = _levels(motion_levels)
+        return pipe.enable_offload(offload)
+    p = Path(spec)
+    if (p / PIPELINE_FILE).is_file():
+        return KandinskyVideoPipeline.from_pretrained(
+            p, device=device, dtype=dtype, offload=offload, motion_levels=motion_levels
+        )
+    return KandinskyVideoPipeline.from_official(
+        p, text_encoder, device=device, dtype=dtype, offload=offload, motion_levels=motion_levels
+    )
+
+
+def get_T2V_pipeline(
+    device: str | torch.device = "cuda",
+    dtype: torch.dtype | str = torch.bfloat16,
+    weights_dir: str | os.PathLike | None = None,
+    text_encoder: str | os.PathLike | None = None,
+    *,
+    offload: str | None = None,
+    compile: bool = False,
+    motion_levels: str | os.PathLike | MotionLevels | None = None,
+) -> KandinskyVideoPipeline:
+    """Factory in the spirit of the official ``get_T2V_pipeline``, from a local folder.
+
+    ``weights_dir`` defaults to ``$KVID_WEIGHTS``; it holds the official files (t2v.pt, ...)
+    or a folder saved by ``save_pretrained``. On CUDA the text encoder waits on the CPU and
+    visits the GPU only to encode (``offload="text_encoder"``); use ``offload="model"`` for
+    smaller GPUs, ``"none"`` to keep everything resident.
+    """
+    weights_dir = weights_dir or os.environ.get("KVID_WEIGHTS")
+    if not weights_dir:
+        raise MissingWeightsError(
+            "no weights folder: pass weights_dir= (or set KVID_WEIGHTS) to a folder with the official files "
+            "t2v.pt, interpolation.pt, t5_projections.pt, movq.pt, video_movq.pt from ai-forever/KandinskyVideo_1_1"
+        )
+    dev = torch.device(device)
+    if offload is None:
+        offload = "text_encoder" if dev.type == "cuda" else "none"
+    pipe = load_pipeline(
+        weights_dir, text_encoder=text_encoder, device=dev, dtype=dtype, offload=offload, motion_levels=motion_levels
+    )
+    if compile:
+        pipe.compile()
+    return pipe

@@ -1,0 +1,242 @@
+"""End-to-end pipeline behaviour with tiny random models on CPU."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from generate import KandinskyVideoPipeline, num_video_frames, prepare_image
+
+try:
+    from generate_fixtures import FAST, one_thread, tiny_pipeline  # noqa: F401
+except ImportError:  # tests/ imported as a package
+    from tests.generate_fixtures import FAST, one_thread, tiny_pipeline  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+W, H = 128, 64  # non-square on purpose
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def picture():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8))
+
+
+def test_documented_frame_counts():
+    assert [num_video_frames(f) for f in ("low", "medium", "high")] == [12, 45, 177]
+
+
+@pytest.mark.parametrize("fps", ["low", "medium", "high"])
+@pytest.mark.parametrize("mode", ["t2v", "i2v"])
+def test_frame_count_and_size_for_each_fps_preset(pipe, picture, fps, mode):
+    image = picture if mode == "i2v" else None
+    out = pipe("a red car on the beach", image=image, width=W, height=H, fps=fps, seed=0, **FAST)
+    n = num_video_frames(fps)
+    assert out.array.shape == (n, H, W, 3) and out.array.dtype == np.uint8
+    assert len(out.frames) == n and out.frames[0].size == (W, H)
+    assert out.seconds == pytest.approx(5.5)
+    assert out.info["mode"] == mode and out.info["num_frames"] == n
+    if mode == "t2v":
+        assert out.first_frame.size == (2 * W, 2 * H)  # drawn at twice the video size, as upstream
+    else:
+        assert out.first_frame is None
+
+
+def test_same_seed_same_frames_other_seed_other_frames(pipe):
+    a = pipe("a dog running", width=64, height=64, seed=7, **FAST).array
+    b = pipe("a dog running", width=64, height=64, seed=7, **FAST).array
+    c = pipe("a dog running", width=64, height=64, seed=8, **FAST).array
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_seed_is_drawn_and_reported_when_absent(pipe):
+    out = pipe("a dog running", width=64, height=64, **FAST)
+    again = pipe("a dog running", width=64, height=64, seed=out.info["seed"], **FAST)
+    assert np.array_equal(out.array, again.array)
+
+
+class _Spy:
+    """Records the batch size of every U-Net forward."""
+
+    def __init__(self, monkeypatch, module):
+        self.rows = []
+        forward = module.forward
+
+        def spy(sample, *args, **kwargs):
+            self.rows.append(sample.shape[0])
+            return forward(sample, *args, **kwargs)
+
+        monkeypatch.setattr(module, "forward", spy)
+
+
+def test_guidance_branches_batched_and_unit_weights_use_one_branch(pipe, monkeypatch):
+    spy_k = _Spy(monkeypatch, pipe.unet)
+    spy_i = _Spy(monkeypatch, pipe.interpolation_unet)
+    steps = dict(num_inference_steps=2, interpolation_steps=1, progress=False)
+    pipe("a cat", width=64, height=64, fps="medium", seed=0, **steps)
+    # first frame: [cond, uncond]; keyframes: [text+image, null+image, null+no image] x 12 in one forward;
+    # interpolation: [cond, uncond] x 11 pairs
+    assert spy_k.rows == [2, 2] + [36, 36]
+    assert spy_i.rows == [22]
+    spy_k.rows.clear()
+    spy_i.rows.clear()
+    pipe("a cat", width=64, height=64, fps="medium", seed=0, guidance_weight_prompt=1.0, guidance_weight_image=1.0,
+         key_frame_guidance_scale=0.0, interpolation_guidance_scale=0.0, **steps)
+    assert spy_k.rows == [1, 1] + [12, 12]  # a single branch everywhere
+    assert spy_i.rows == [11]
+    spy_k.rows.clear()
+    pipe("a cat", width=64, height=64, seed=0, guidance_weight_prompt=2.0, guidance_weight_image=2.0, **steps)
+    assert spy_k.rows[2:] == [24, 24]  # w_T = w_I: the null+image branch has coefficient 0
+
+
+def test_batched_and_sequential_branches_agree(pipe):
+    pipe = copy.copy(pipe)
+    pipe.unet = copy.deepcopy(pipe.unet).double()  # float64 U-Net: compare the maths, not the rounding
+    g = torch.Generator().manual_seed(0)
+    first = torch.randn(1, 4, 8, 8, generator=g)
+    embeds = pipe.encode_prompt("a bird flying over mountains")
+    results = []
+    for batched in (True, False):
+        pipe.batch_guidance = batched
+        try:
+            results.append(pipe.generate_keyframes(first, embeds, None, 10.0, 20, 5.0, 2.0, 2,
+                                                   torch.Generator().manual_seed(1), progress=False))
+        finally:
+            pipe.batch_guidance = True
+    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-5)
+
+
+def test_image_replaces_the_first_frame(pipe, picture):
+    other = Image.fromarray(255 - np.asarray(picture))
+    a = pipe("a dog", image=picture, width=64, height=64, seed=0, **FAST)
+    b = pipe("a dog", image=other, width=64, height=64, seed=0, **FAST)
+    assert not np.array_equal(a.array, b.array)
+    assert a.info["stages"]["first_frame"]["unet_calls"] == 0  # no text-to-image pass
+
+
+def test_negative_prompt_is_used(pipe):
+    a = pipe("a car", width=64, height=64, seed=0, **FAST).array
+    b = pipe("a car", negative_prompt="rain at night", width=64, height=64, seed=0, **FAST).array
+    assert not np.array_equal(a, b)
+
+
+def test_motion_levels_file_and_names(pipe, tmp_path):
+    levels = {"backend": "raft", "size": 256, "percentiles": {"low": 10, "medium": 50, "high": 90},
+              "levels": {"low": 0.8, "medium": 3.1, "high": 9.4}, "num_clips": 12, "kvid_version": "0.1.0"}
+    (tmp_path / "motion_levels.json").write_text(json.dumps(levels))
+    out = pipe("a car", width=64, height=64, seed=0, motion="high", motion_levels=tmp_path, **FAST)
+    assert out.info["motion_score"] == 9.4
+    assert pipe("a car", width=64, height=64, seed=0, motion=4.2, **FAST).info["motion_score"] == 4.2
+    assert pipe("a car", width=64, height=64, seed=0, motion="extreme", **FAST).info["motion_score"] == 100.0
+    with pytest.raises(ValueError, match="unknown motion level 'normal'"):
+        pipe("a car", width=64, height=64, motion="normal", **FAST)  # upstream silently used 'medium'
+    with pytest.raises(ValueError, match="extreme"):
+        pipe("a car", width=64, height=64, motion="extreme", motion_levels=tmp_path, **FAST)
+
+
+def test_bad_inputs_fail_clearly(pipe):
+    with pytest.raises(ValueError, match="multiples of 64"):
+        pipe("a car", width=100, height=64, **FAST)
+    with pytest.raises(ValueError, match="fps must be one of"):
+        pipe("a car", width=64, height=64, fps="24", **FAST)
+    with pytest.raises(ValueError, match="prompt"):
+        pipe(None, width=64, height=64, **FAST)
+
+
+def test_decode_uses_the_official_chunking(pipe, monkeypatch):
+    sizes = []
+    decode = pipe.video_movq.decode
+    monkeypatch.setattr(pipe.video_movq, "decode", lambda z: sizes.append(z.shape[0]) or decode(z))
+    frames = pipe.decode(torch.randn(45, 4, 8, 8), progress=False)
+    assert sizes == [5] * 9 and frames.shape == (45, 64, 64, 3)
+    sizes.clear()
+    pipe.decode_chunk_size = 16
+    try:
+        pipe.decode(torch.randn(45, 4, 8, 8), progress=False)
+    finally:
+        pipe.decode_chunk_size = None
+    assert sizes == [16, 16, 13]
+
+
+def test_prepare_image_covers_and_centre_crops():
+    img = Image.new("RGB", (300, 100), (10, 20, 30))
+    img.paste((200, 0, 0), (0, 0, 100, 100))  # red left third
+    out = prepare_image(img, 128, 64)
+    assert out.size == (128, 64)
+    assert out.getpixel((64, 32)) == (10, 20, 30)  # the centre stays the centre
+    small = prepare_image(Image.new("RGB", (32, 32), (1, 2, 3)), 128, 64)  # upscaled, never padded
+    assert small.size == (128, 64) and small.getpixel((0, 0)) == (1, 2, 3)
+
+
+def test_saves_mp4_and_gif(pipe, tmp_path):
+    from generate.video_io import probe_video
+
+    out = pipe("a car", width=64, height=64, fps="medium", seed=0, **FAST)
+    mp4 = out.save(tmp_path / "v.mp4")
+    info = probe_video(mp4)
+    assert info["num_frames"] == 45 and (info["width"], info["height"]) == (64, 64)
+    assert info["fps"] == pytest.approx(45 / 5.5, rel=1e-3)
+    gif = Image.open(out.save(tmp_path / "v.gif"))
+    assert gif.n_frames == 45
+    with pytest.raises(ValueError, match="mp4 or .gif"):
+        out.save(tmp_path / "v.avi")
+
+
+@pytest.mark.gpu
+def test_bf16_close_to_fp32_on_gpu():
+    torch.manual_seed(0)
+    ref = KandinskyVideoPipeline.from_random("tiny", device="cuda", dtype="fp32")
+    x = torch.randn(36, 9, 8, 8, device="cuda")
+    ctx = torch.randn(3, 6, 16, device="cuda")
+    mask = torch.ones(3, 6, dtype=torch.bool, device="cuda")
+    with torch.no_grad():
+        a = ref.unet(x, 500.0, ctx, mask, num_frames=12, motion_score=3.0, noise_level=20).float()
+        ref.unet.to(torch.bfloat16)
+        b = ref.unet(x, 500.0, ctx, mask, num_frames=12, motion_score=3.0, noise_level=20).float()
+    assert ((a - b).norm() / a.norm()).item() < 0.03
+
+
+@pytest.mark.gpu
+def test_no_host_device_sync_inside_denoising_loops():
+    pipe = KandinskyVideoPipeline.from_random("tiny", device="cuda", dtype="bf16")
+    embeds = pipe.encode_prompt("a car")
+    first = torch.randn(1, 4, 8, 8, device="cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        kf = pipe.generate_keyframes(first, embeds, None, 10.0, 20, 5.0, 2.0, 3, gen, progress=False)
+        pipe.interpolate(kf, embeds, None, 3, 0.5, 2, gen, progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.gpu
+def test_model_offload_matches_resident_and_compile_matches_eager():
+    pipe = KandinskyVideoPipeline.from_random("tiny", device="cuda", dtype="fp32")
+    ref = pipe("a car", width=64, height=64, fps="medium", seed=0, **FAST).array
+    pipe.enable_offload("model")
+    assert pipe.unet.device.type == "cpu"  # waits on the host between stages
+    off = pipe("a car", width=64, height=64, fps="medium", seed=0, **FAST).array
+    assert np.array_equal(ref, off)
+    # compiled vs eager on one forward (whole random-weight videos amplify rounding differences)
+    pipe.enable_offload("none")
+    x = torch.randn(36, 9, 8, 8, device="cuda")
+    ctx, mask = torch.randn(3, 6, 16, device="cuda"), torch.ones(3, 6, dtype=torch.bool, device="cuda")
+    t, m = torch.full((1,), 500.0, device="cuda"), torch.full((1,), 10.0, device="cuda")
+    with torch.no_grad():
+        a = pipe.unet(x, t, ctx, mask, num_frames=12, motion_score=m, noise_level=m)
+        pipe.compile()
+        b = pipe.unet(x, t, ctx, mask, num_frames=12, motion_score=m, noise_level=m)
+    assert ((a - b).norm() / a.norm()).item() < 1e-3
