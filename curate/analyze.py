@@ -8,7 +8,6 @@ ffmpeg decodes the source once and splits it in its filter graph into
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from curate import schema
 from curate.borders import BorderParams, Crop, FrameProfile, detect_crop, frame_profile
-from curate.ffmpeg import FFMPEG, ffprobe_json, kill, popen, safe_input
+from curate.ffmpeg import FFMPEG, ToolPipe, ffprobe_json, safe_input
 from curate.probe import VideoInfo
 from curate.scenes import SceneDetector, scenes_from_cuts
 
@@ -147,20 +146,7 @@ def analyze_unit(
         args += ["-map", "[hi]", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{hi_write}"]
 
     timeout = params.timeout_s + params.timeout_per_s * (duration_s or info.duration_s)
-    proc = popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(hi_write,))
-    os.close(hi_write)
-    timed_out = threading.Event()
-
-    def _kill() -> None:
-        timed_out.set()
-        kill(proc)
-
-    timer = threading.Timer(timeout, _kill)
-    timer.daemon = True
-    timer.start()
-
     profiles: list[FrameProfile] = []
-    stderr: list[bytes] = []
 
     def _read_hi() -> None:
         size = info.width * info.height
@@ -174,44 +160,34 @@ def analyze_unit(
                 profiles.append(frame_profile(first_frame + j * every, luma, params.border))
                 j += 1
 
-    readers = [threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)]
-    if params.borders:
-        readers.append(threading.Thread(target=_read_hi, daemon=True))
-    else:
-        os.close(hi_read)
-    for t in readers:
-        t.start()
-
     detector = SceneDetector(
         info.fps, params.detector, params.threshold, params.min_scene_len_s, first_frame=first_frame
     )
     frame_bytes = aw * ah * 3
     n = 0
-    try:
+    with ToolPipe(args, timeout, pass_fds=(hi_write,)) as pipe:
+        os.close(hi_write)
+        hi_reader = threading.Thread(target=_read_hi, daemon=True)
+        if params.borders:
+            hi_reader.start()
+        else:
+            os.close(hi_read)
         while True:
-            buf = proc.stdout.read(frame_bytes)
+            buf = pipe.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break
             detector.push(np.frombuffer(buf, np.uint8).reshape(ah, aw, 3))
             n += 1
-        proc.wait()
-        for t in readers:
-            t.join()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            kill(proc)
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        code, err = pipe.finish()
+        if params.borders:
+            hi_reader.join()
 
-    err = b"".join(stderr).decode("utf-8", "replace").strip()
-    if timed_out.is_set():
+    if pipe.timed_out.is_set():
         raise AnalysisError(schema.REASON_TIMEOUT, f"decode did not finish within {timeout:.0f} s")
     if n == 0:
-        reason = schema.REASON_DECODE_ERROR if (proc.returncode or err) else schema.REASON_NO_FRAMES
+        reason = schema.REASON_DECODE_ERROR if (code or err) else schema.REASON_NO_FRAMES
         raise AnalysisError(reason, f"no frames decoded: {_last_lines(err) or 'empty stream'}")
-    if proc.returncode != 0 and n < params.min_decoded_fraction * max(expected, 1):
+    if code != 0 and n < params.min_decoded_fraction * max(expected, 1):
         raise AnalysisError(
             schema.REASON_DECODE_ERROR, f"decode failed after {n} of ~{expected} frames: {_last_lines(err)}"
         )

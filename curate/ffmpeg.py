@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from typing import Sequence
 
 FFMPEG = os.environ.get("KVID_FFMPEG", "ffmpeg")
@@ -55,6 +56,47 @@ def kill(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         proc.kill()
+
+
+class ToolPipe:
+    """A running ffmpeg whose stdout the caller reads: its stderr is collected in the
+    background (so it never blocks on a full pipe), a deadline kills its process group, and
+    leaving the block always ends it. ``finish()`` waits and returns (exit code, stderr)."""
+
+    def __init__(self, cmd: Sequence[str], timeout: float | None, pass_fds: tuple[int, ...] = ()):
+        self.proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds)
+        self.stdout = self.proc.stdout
+        self.timeout = timeout
+        self.timed_out = threading.Event()
+        self._stderr: list[bytes] = []
+        self._err_reader = threading.Thread(target=lambda: self._stderr.append(self.proc.stderr.read()), daemon=True)
+        self._err_reader.start()
+        self._timer = None
+        if timeout:
+            self._timer = threading.Timer(timeout, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        self.timed_out.set()
+        kill(self.proc)
+
+    def finish(self) -> tuple[int, str]:
+        code = self.proc.wait()
+        self._err_reader.join()
+        return code, b"".join(self._stderr).decode("utf-8", "replace").strip()
+
+    def __enter__(self) -> "ToolPipe":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.proc.poll() is None:
+            kill(self.proc)
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
 
 
 def _run(cmd: Sequence[str], timeout: float | None, input_bytes: bytes | None, what: str) -> tuple[int, bytes, bytes]:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
-import threading
 from typing import Iterator
 
 import numpy as np
 
-from curate.ffmpeg import FFMPEG, FFmpegError, kill, popen, safe_input
+from curate.ffmpeg import FFMPEG, FFmpegError, ToolPipe, safe_input
 from curate.probe import probe
 
 _CHANNELS = {"rgb24": 3, "bgr24": 3, "gray": 1}
@@ -95,41 +93,17 @@ def iter_frames(
 
     frame_bytes = out_w * out_h * _CHANNELS[pix_fmt]
     shape = (out_h, out_w) if pix_fmt == "gray" else (out_h, out_w, _CHANNELS[pix_fmt])
-    proc = popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    timed_out = threading.Event()
-    timer = None
-    if timeout:
-        def _kill() -> None:
-            timed_out.set()
-            kill(proc)
-
-        timer = threading.Timer(timeout, _kill)
-        timer.daemon = True
-        timer.start()
-    stderr_chunks: list[bytes] = []
-    err_reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
-    err_reader.start()
-    try:
+    with ToolPipe(args, timeout) as pipe:
         while True:
-            buf = proc.stdout.read(frame_bytes)
+            buf = pipe.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break
             yield np.frombuffer(buf, dtype=np.uint8).reshape(shape)
-        proc.wait()
-        err_reader.join()
-        if timed_out.is_set():
-            raise FFmpegError(f"decode timed out after {timeout:.0f} s", timed_out=True)
-        if proc.returncode != 0:
-            err = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
-            raise FFmpegError(f"ffmpeg decode failed ({proc.returncode}): {err[-400:]}", stderr=err)
-    finally:
-        if timer is not None:
-            timer.cancel()
-        if proc.poll() is None:
-            kill(proc)
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        code, err = pipe.finish()
+    if pipe.timed_out.is_set():
+        raise FFmpegError(f"decode timed out after {timeout:.0f} s", timed_out=True)
+    if code != 0:
+        raise FFmpegError(f"ffmpeg decode failed ({code}): {err[-400:]}", stderr=err)
 
 
 def read_frames(video: str | bytes, **kwargs) -> np.ndarray:

@@ -103,11 +103,15 @@ def plain_video(
 
 
 def write_frames(path: str, frames, fps: float = 24, lossless: bool = True) -> str:
-    """Encode (T, H, W, 3) uint8 RGB frames to a video file."""
+    """Encode (T, H, W, 3) uint8 RGB frames. lossless: H.264 RGB at qp 0 (use .mkv), pixels
+    survive exactly; else an ordinary yuv420p H.264 at crf 12."""
+    import numpy as np
+
     t, h, w, _ = frames.shape
-    codec = ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv444p"] if lossless else Encoding().args()
-    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0", *codec, "-y", path]
-    run_ffmpeg(args, timeout=300, input_bytes=frames.tobytes())
+    codec = ["-c:v", "libx264rgb", "-qp", "0"] if lossless else ["-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p"]
+    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
+            *codec, "-preset", "ultrafast", "-an", "-y", path]
+    run_ffmpeg(args, timeout=300, input_bytes=np.ascontiguousarray(frames).tobytes())
     return path
 
 

@@ -40,19 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from pipelines.curate import add_caption_stages, check_models, on_cluster
-    from pipelines.rewrite import load_config, rewrite
+    from pipelines.rewrite import folder_config, rewrite
 
-    cfg = load_config(args.dir)
     keys = ("caption_model", "caption_prompt", "caption_frames", "caption_max_new_tokens", "caption_batch_size",
             "caption_device", "caption_workers", "ray_address")
-    updates = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    try:
-        cfg = type(cfg)(**{**cfg.model_dump(), **updates, "motion_backend": "none"})
-    except ValidationError as e:
-        raise ConfigError(f"invalid option: {e}") from e
+    # Motion is not redone here: the model check must not load RAFT.
+    cfg = folder_config(args.dir, args, keys, motion_backend="none")
     if not cfg.caption_enabled:
         raise ConfigError("--model none would remove the captions; give a model id or folder")
     check_models(cfg)

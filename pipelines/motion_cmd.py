@@ -49,18 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recompute(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from pipelines.curate import MotionActor, motion_actor_options
-    from pipelines.rewrite import load_config, rewrite
+    from pipelines.rewrite import folder_config, rewrite
 
-    cfg = load_config(args.dir)
-    keys = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device", "motion_workers", "ray_address")
-    updates = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    try:
-        cfg = type(cfg)(**{**cfg.model_dump(), **updates})
-    except ValidationError as e:
-        raise ConfigError(f"invalid option: {e}") from e
+    keys = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device",
+            "motion_workers", "ray_address")
+    cfg = folder_config(args.dir, args, keys)
     if not cfg.motion_enabled:
         raise ConfigError("--backend none would remove the scores; pick raft, raft_small, dis or farneback")
     from pipelines.curate import check_models, on_cluster

@@ -45,6 +45,19 @@ def load_config(out_dir: str) -> CurateConfig:
     return CurateConfig(**{k: v for k, v in manifest.get("config", {}).items() if k in known})
 
 
+def folder_config(out_dir: str, args, keys: tuple[str, ...], **forced) -> CurateConfig:
+    """The folder's config with the command's options (those given) applied, validated like
+    `kvid curate` flags."""
+    from pydantic import ValidationError
+
+    cfg = load_config(out_dir)
+    updates = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    try:
+        return CurateConfig(**{**cfg.model_dump(), **updates, **forced})
+    except ValidationError as e:
+        raise ConfigError(f"invalid option: {e}") from e
+
+
 def _prepare_next(out_dir: str, what: dict) -> str:
     """OUT/.next for this rewrite: reused when it holds the same rewrite, else started over."""
     nxt = shards.next_version_dir(out_dir)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 
 import numpy as np
+
+from curate.synthetic import write_frames
 
 
 def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -41,15 +42,7 @@ def translating_frames(num_frames: int, dx: int, dy: int = 0, height: int = 256,
 
 def encode(frames: np.ndarray, path: str, fps: float = 24, lossless: bool = True) -> str:
     """Encode RGB frames with ffmpeg. lossless: H.264 RGB qp 0 (use .mkv); else yuv420p crf 12."""
-    t, h, w, _ = frames.shape
-    codec = ["-c:v", "libx264rgb", "-qp", "0"] if lossless else ["-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p"]
-    cmd = [
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
-        *codec, "-preset", "ultrafast", "-an", path,
-    ]
-    subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True, capture_output=True)
-    return path
+    return write_frames(path, frames, fps=fps, lossless=lossless)
 
 
 def encode_bytes(frames: np.ndarray, fps: float = 24, lossless: bool = False, suffix: str = ".mp4") -> bytes:
