@@ -100,13 +100,13 @@ def thumbnail_strip(out_dir: str, row: dict, n: int, height: int = 96) -> str | 
 
 def _html_hist(title: str, hist) -> str:
     if not hist:
-        return f"<h3>{html.escape(title)}</h3><p>no values</p>"
+        return f"<div><h3>{html.escape(title)}</h3><p>no values</p></div>"
     top = max(c for _, _, c in hist) or 1
     rows = "".join(
         f"<tr><td>{lo:.2f}&ndash;{hi:.2f}</td><td><div class=bar style='width:{200 * c / top:.0f}px'></div></td><td>{c}</td></tr>"
         for lo, hi, c in hist
     )
-    return f"<h3>{html.escape(title)}</h3><table class=hist>{rows}</table>"
+    return f"<div><h3>{html.escape(title)}</h3><table class=hist>{rows}</table></div>"
 
 
 def _seconds(value: float | None) -> str:
