@@ -99,30 +99,64 @@ def _vocab_size(tokenizer, size: str, full_vocab: int) -> int:
     return full_vocab if size == "full" else len(tokenizer)
 
 
+def _lm(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int) -> dict:
+    return dict(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv_heads)
+
+
+def _vit(hidden: int, intermediate: int, layers: int, heads: int, image_size: int) -> dict:
+    return dict(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=heads, image_size=image_size)
+
+
+# Language-model dimensions: "full" those of the released checkpoint, "tiny" a CPU test model.
+_TEXT_DIMS = {
+    "qwen2_vl": {"full": _lm(3584, 18944, 28, 28, 4), "tiny": _lm(64, 128, 2, 4, 2)},  # Qwen2-7B
+    "llava_next_video": {"full": _lm(4096, 11008, 32, 32, 32), "tiny": _lm(64, 128, 2, 4, 4)},  # Vicuna-7B
+    # the 7B OneVision (Qwen2-7B LM); the 0.5B one is the small model
+    "llava_onevision": {"full": _lm(3584, 18944, 28, 28, 4), "tiny": _lm(64, 128, 2, 4, 2)},
+    "smolvlm": {"full": _lm(2048, 8192, 24, 32, 32), "tiny": _lm(64, 128, 2, 4, 4)},  # SmolVLM2-2.2B
+}
+_TEXT_DIMS["qwen2_5_vl"] = _TEXT_DIMS["qwen2_vl"]  # Qwen2.5-VL-7B: the same LM shape
+
+# Vision towers that use the CLIP-style field names (Qwen's own ViTs are written in build_config).
+_VISION_DIMS = {
+    "llava_next_video": {"full": _vit(1024, 4096, 24, 16, 336), "tiny": _vit(32, 64, 2, 2, 56)},  # CLIP ViT-L/14-336
+    "llava_onevision": {"full": _vit(1152, 4304, 26, 16, 384), "tiny": _vit(32, 64, 2, 2, 28)},  # SigLIP so400m
+    "smolvlm": {"full": _vit(1152, 4304, 27, 16, 384), "tiny": _vit(32, 64, 2, 2, 32)},  # SigLIP so400m
+}
+
+
+def _text_config(family: str, tokenizer, size: str, full_vocab: int, max_position_embeddings: int, **family_fields):
+    """The language-model config: vocabulary, the sized dimensions, the tokenizer's special ids,
+    plus (or overriding) the family's own fields."""
+    text = dict(
+        vocab_size=_vocab_size(tokenizer, size, full_vocab),
+        **_TEXT_DIMS[family][size],
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    text.update(family_fields)
+    return text
+
+
 def build_config(family: str, tokenizer, size: str = "tiny"):
     """The model config for ``family`` at ``size`` ("tiny" or "full")."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     full = size == "full"
     if family in ("qwen2_5_vl", "qwen2_vl"):
-        im_start, im_end, vstart, vend, image_pad, video_pad = _ids(
-            tokenizer, "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
+        vstart, vend, image_pad, video_pad = _ids(
+            tokenizer, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
         )
-        pad = tokenizer.pad_token_id
-        text = dict(
-            vocab_size=_vocab_size(tokenizer, size, 152064),
-            hidden_size=3584 if full else 64,
-            intermediate_size=18944 if full else 128,
-            num_hidden_layers=28 if full else 2,
-            num_attention_heads=28 if full else 4,
-            num_key_value_heads=4 if full else 2,
-            max_position_embeddings=32768 if full else 8192,
+        text = _text_config(
+            family, tokenizer, size, full_vocab=152064, max_position_embeddings=32768 if full else 8192,
             rms_norm_eps=1e-6,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
                              "mrope_section": [16, 24, 24] if full else [4, 2, 2]},
-            bos_token_id=pad,
-            eos_token_id=im_end,
-            pad_token_id=pad,
+            bos_token_id=tokenizer.pad_token_id,  # no BOS token: <|endoftext|>, as in the released configs
         )
         if family == "qwen2_5_vl":
             from transformers import Qwen2_5_VLConfig as Config
@@ -166,27 +200,11 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
         from transformers import LlavaNextVideoConfig
 
         image_id, video_id = _ids(tokenizer, "<image>", "<video>")
-        text = dict(
-            model_type="llama",
-            vocab_size=_vocab_size(tokenizer, size, 32064),
-            hidden_size=4096 if full else 64,
-            intermediate_size=11008 if full else 128,
-            num_hidden_layers=32 if full else 2,
-            num_attention_heads=32 if full else 4,
-            num_key_value_heads=32 if full else 4,
-            max_position_embeddings=4096,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
+        text = _text_config(
+            family, tokenizer, size, full_vocab=32064, max_position_embeddings=4096, model_type="llama"
         )
         vision = dict(
-            model_type="clip_vision_model",
-            hidden_size=1024 if full else 32,
-            intermediate_size=4096 if full else 64,
-            num_hidden_layers=24 if full else 2,
-            num_attention_heads=16 if full else 2,
-            image_size=336 if full else 56,
-            patch_size=14,
+            model_type="clip_vision_model", **_VISION_DIMS[family][size], patch_size=14,
             projection_dim=768 if full else 32,
         )
         return LlavaNextVideoConfig(
@@ -207,29 +225,12 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
         from transformers import LlavaOnevisionConfig
 
         image_id, video_id = _ids(tokenizer, "<image>", "<video>")
-        # "full" here is the 7B OneVision (Qwen2-7B LM); the 0.5B one is the small model.
-        text = dict(
-            model_type="qwen2",
-            vocab_size=_vocab_size(tokenizer, size, 152128),
-            hidden_size=3584 if full else 64,
-            intermediate_size=18944 if full else 128,
-            num_hidden_layers=28 if full else 2,
-            num_attention_heads=28 if full else 4,
-            num_key_value_heads=4 if full else 2,
-            max_position_embeddings=32768,
-            bos_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
+        text = _text_config(
+            family, tokenizer, size, full_vocab=152128, max_position_embeddings=32768, model_type="qwen2",
+            bos_token_id=tokenizer.pad_token_id,  # a Qwen2 LM: no BOS token, <|endoftext|> as for Qwen2-VL
         )
         vision = dict(
-            model_type="siglip_vision_model",
-            hidden_size=1152 if full else 32,
-            intermediate_size=4304 if full else 64,
-            num_hidden_layers=26 if full else 2,
-            num_attention_heads=16 if full else 2,
-            image_size=384 if full else 28,
-            patch_size=14,
-            vision_use_head=False,
+            model_type="siglip_vision_model", **_VISION_DIMS[family][size], patch_size=14, vision_use_head=False
         )
         return LlavaOnevisionConfig(
             text_config=text,
@@ -244,29 +245,11 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
         from transformers import SmolVLMConfig
 
         image_id = tokenizer.convert_tokens_to_ids("<image>")
-        # "full" here is SmolVLM2-2.2B, the largest SmolVLM2.
-        text = dict(
-            model_type="llama",
-            vocab_size=_vocab_size(tokenizer, size, 49280),
-            hidden_size=2048 if full else 64,
-            intermediate_size=8192 if full else 128,
-            num_hidden_layers=24 if full else 2,
-            num_attention_heads=32 if full else 4,
-            num_key_value_heads=32 if full else 4,
-            max_position_embeddings=16384,
+        text = _text_config(
+            family, tokenizer, size, full_vocab=49280, max_position_embeddings=16384, model_type="llama",
             rope_parameters={"rope_type": "default", "rope_theta": 273768.0},
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
         )
-        vision = dict(
-            hidden_size=1152 if full else 32,
-            intermediate_size=4304 if full else 64,
-            num_hidden_layers=27 if full else 2,
-            num_attention_heads=16 if full else 2,
-            image_size=384 if full else 32,
-            patch_size=14 if full else 8,
-        )
+        vision = dict(**_VISION_DIMS[family][size], patch_size=14 if full else 8)
         return SmolVLMConfig(
             text_config=text, vision_config=vision, image_token_id=image_id, scale_factor=3 if full else 2
         )

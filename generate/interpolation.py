@@ -18,34 +18,30 @@ attention-pooled text. Attribute names mirror the official ``unet_interpolation.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from .layers import Attention, AttentionPolling, ConditionalGroupNorm, EmbeddingMLP, FeedForward, conv_over_frames, repeat_rows
-from .unet import AttentionBlock, _as_rows
+from .unet import make_cross_attention, make_self_attention
+from .unet_base import (
+    BOTTLENECK_KERNELS, ResNetBlockBase, UNetBase, UNetConfigBase, as_rows, bottleneck_channels, call_optional,
+    down_level_blocks, identity_or, up_level_blocks,
+)
 
 
 @dataclass
-class InterpolationUNetConfig:
-    """Configuration of :class:`InterpolationUNet3D`; names follow the official ``configs.json``."""
+class InterpolationUNetConfig(UNetConfigBase):
+    """Configuration of :class:`InterpolationUNet3D`; names follow the official ``configs.json``.
 
-    model_channels: int = 384
-    init_channels: int | None = 192
-    num_channels: int = 20
-    out_channels: int = 12
-    time_embed_dim: int = 1536
-    context_dim: int = 4096
-    groups: int = 32
-    head_dim: int = 64
-    expansion_ratio: int = 4
-    compression_ratio: int = 2
-    dim_mult: tuple[int, ...] = (1, 2, 4, 8)
-    num_blocks: tuple[int, ...] = (3, 3, 3, 3)
-    add_cross_attention: tuple[bool, ...] = (False, True, True, True)
-    add_self_attention: tuple[bool, ...] = (False, True, True, True)
+    The fields common to both U-Nets (channels, levels, attention per level) are in
+    :class:`~generate.unet_base.UNetConfigBase`.
+    """
+
+    num_channels: int = 20  # input: left keyframe (4) + 3 noisy middle frames (12) + right keyframe (4)
+    out_channels: int = 12  # 3 frames of 4 latent channels
     time_downsample: tuple[bool, ...] = (False, False, False, False)
     temporal: bool = True
     use_perturbation_time_embed: bool = True
@@ -57,15 +53,10 @@ class InterpolationUNetConfig:
     add_temporal_attention: bool = True
     num_skip_embeddings: int = 20
 
+    per_level_fields: ClassVar[tuple[str, ...]] = (*UNetConfigBase.per_level_fields, "time_downsample")
+
     def __post_init__(self) -> None:
-        for name in ("dim_mult", "num_blocks", "add_cross_attention", "add_self_attention", "time_downsample"):
-            setattr(self, name, tuple(getattr(self, name)))
-        n = len(self.dim_mult)
-        for name in ("num_blocks", "add_cross_attention", "add_self_attention", "time_downsample"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"InterpolationUNetConfig.{name} needs {n} entries (one per level)")
-        if any(b < 2 for b in self.num_blocks):
-            raise ValueError("InterpolationUNetConfig.num_blocks must be >= 2 per level")
+        super().__post_init__()
         unsupported = []
         if any(self.time_downsample):
             unsupported.append("time_downsample")
@@ -83,26 +74,6 @@ class InterpolationUNetConfig:
     def kandinsky_video_1_1(cls) -> "InterpolationUNetConfig":
         """The released interpolation U-Net (3.980B parameters)."""
         return cls()
-
-    @classmethod
-    def tiny(cls, **overrides: Any) -> "InterpolationUNetConfig":
-        base = dict(
-            model_channels=16, init_channels=8, time_embed_dim=32, context_dim=16, groups=4, head_dim=8,
-            dim_mult=(1, 2, 2, 2), num_blocks=(2, 2, 2, 2),
-        )
-        base.update(overrides)
-        return cls(**base)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "InterpolationUNetConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown InterpolationUNetConfig fields: {unknown}")
-        return cls(**d)
 
 
 @dataclass
@@ -149,38 +120,21 @@ class Block(nn.Module):
     def forward(self, x, time_embed, seq: PairSequence):
         x = self.activation(self.group_norm(x, time_embed))
         x = self.projection(self.up_sample(x))
-        if not isinstance(self.temporal_projection_new, nn.Identity):
-            x = self.temporal_projection_new(x, seq)
+        x = call_optional(self.temporal_projection_new, x, seq)
         return self.down_sample(x)
 
 
-class ResNetBlock(nn.Module):
+class ResNetBlock(ResNetBlockBase):
+    """Bottleneck of four Blocks (kernels 1, 3, 3, 1), each with its ``TemporalConv3D``, and a resampling shortcut."""
+
     def __init__(self, in_channels, out_channels, time_embed_dim, norm_groups=32, compression_ratio=2,
                  up_resolutions=(None, None, None, None), temporal=True):
-        super().__init__()
-        hidden = max(in_channels, out_channels) // compression_ratio
-        chans = [(in_channels, hidden), (hidden, hidden), (hidden, hidden), (hidden, out_channels)]
-        self.resnet_blocks = nn.ModuleList(
-            [
-                Block(i, o, time_embed_dim, k, norm_groups, up, temporal)
-                for (i, o), k, up in zip(chans, (1, 3, 3, 1), up_resolutions)
-            ]
-        )
-        self.shortcut_up_sample = (
-            nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2) if True in up_resolutions else nn.Identity()
-        )
-        self.shortcut_projection = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
-        )
-        self.shortcut_down_sample = (
-            nn.Conv2d(out_channels, out_channels, kernel_size=2, stride=2) if False in up_resolutions else nn.Identity()
-        )
-
-    def forward(self, x, time_embed, seq: PairSequence):
-        out = x
-        for block in self.resnet_blocks:
-            out = block(out, time_embed, seq)
-        return self.shortcut_down_sample(self.shortcut_projection(self.shortcut_up_sample(x))) + out
+        chans = bottleneck_channels(in_channels, out_channels, compression_ratio)
+        blocks = [
+            Block(i, o, time_embed_dim, k, norm_groups, up, temporal)
+            for (i, o), k, up in zip(chans, BOTTLENECK_KERNELS, up_resolutions)
+        ]
+        super().__init__(blocks, in_channels, out_channels, up_resolutions)
 
 
 class TemporalAttentionBlock(nn.Module):
@@ -209,47 +163,35 @@ class TemporalAttentionBlock(nn.Module):
         return (1 - m2) * x + m2 * out
 
 
-def _maybe(cond, make):
-    return make() if cond else nn.Identity()
-
-
 class DownSampleBlock(nn.Module):
     def __init__(self, cfg: InterpolationUNetConfig, in_channels, out_channels, context_dim, num_blocks, down_sample,
                  self_attention):
         super().__init__()
         t, g, tmp = cfg.time_embed_dim, cfg.groups, cfg.temporal
-        self.self_attention_block = _maybe(
-            self_attention, lambda: AttentionBlock(in_channels, t, None, g, cfg.head_dim, cfg.expansion_ratio)
-        )
-        self.temporal_attention_block = _maybe(
+        self.self_attention_block = make_self_attention(cfg, in_channels, self_attention)
+        self.temporal_attention_block = identity_or(
             self_attention and cfg.add_temporal_attention,
             lambda: TemporalAttentionBlock(in_channels, t, g, cfg.head_dim, cfg.expansion_ratio),
         )
-        ups = [(None,) * 4] * (num_blocks - 1) + [(None, None, False if down_sample else None, None)]
-        chans = [(in_channels, out_channels)] + [(out_channels, out_channels)] * (num_blocks - 1)
         self.resnet_attn_blocks = nn.ModuleList(
             [
                 nn.ModuleList(
                     [
                         ResNetBlock(i, o, t, g, cfg.compression_ratio, temporal=tmp),
-                        _maybe(context_dim is not None,
-                               lambda o=o: AttentionBlock(o, t, context_dim, g, cfg.head_dim, cfg.expansion_ratio)),
+                        make_cross_attention(cfg, o, context_dim),
                         ResNetBlock(o, o, t, g, cfg.compression_ratio, up, temporal=tmp),
                     ]
                 )
-                for (i, o), up in zip(chans, ups)
+                for i, o, up in down_level_blocks(in_channels, out_channels, num_blocks, down_sample)
             ]
         )
 
     def forward(self, x, time_embed, context, context_mask, seq):
-        if not isinstance(self.self_attention_block, nn.Identity):
-            x = self.self_attention_block(x, time_embed)
-        if not isinstance(self.temporal_attention_block, nn.Identity):
-            x = self.temporal_attention_block(x, time_embed, seq)
+        x = call_optional(self.self_attention_block, x, time_embed)
+        x = call_optional(self.temporal_attention_block, x, time_embed, seq)
         for in_res, attn, out_res in self.resnet_attn_blocks:
             x = in_res(x, time_embed, seq)
-            if not isinstance(attn, nn.Identity):
-                x = attn(x, time_embed, context, context_mask)
+            x = call_optional(attn, x, time_embed, context, context_mask)
             x = out_res(x, time_embed, seq)
         return x
 
@@ -259,26 +201,20 @@ class UpSampleBlock(nn.Module):
                  up_sample, self_attention):
         super().__init__()
         t, g, tmp = cfg.time_embed_dim, cfg.groups, cfg.temporal
-        ups = [(None, True if up_sample else None, None, None)] + [(None,) * 4] * (num_blocks - 1)
-        chans = [(in_channels + cat_dim, in_channels)] + [(in_channels, in_channels)] * (num_blocks - 2)
-        chans += [(in_channels, out_channels)]
         self.resnet_attn_blocks = nn.ModuleList(
             [
                 nn.ModuleList(
                     [
                         ResNetBlock(i, i, t, g, cfg.compression_ratio, up, temporal=tmp),
-                        _maybe(context_dim is not None,
-                               lambda i=i: AttentionBlock(i, t, context_dim, g, cfg.head_dim, cfg.expansion_ratio)),
+                        make_cross_attention(cfg, i, context_dim),
                         ResNetBlock(i, o, t, g, cfg.compression_ratio, temporal=tmp),
                     ]
                 )
-                for (i, o), up in zip(chans, ups)
+                for i, o, up in up_level_blocks(in_channels, cat_dim, out_channels, num_blocks, up_sample)
             ]
         )
-        self.self_attention_block = _maybe(
-            self_attention, lambda: AttentionBlock(out_channels, t, None, g, cfg.head_dim, cfg.expansion_ratio)
-        )
-        self.temporal_attention_block = _maybe(
+        self.self_attention_block = make_self_attention(cfg, out_channels, self_attention)
+        self.temporal_attention_block = identity_or(
             self_attention and cfg.add_temporal_attention,
             lambda: TemporalAttentionBlock(out_channels, t, g, cfg.head_dim, cfg.expansion_ratio),
         )
@@ -286,17 +222,13 @@ class UpSampleBlock(nn.Module):
     def forward(self, x, time_embed, context, context_mask, seq):
         for in_res, attn, out_res in self.resnet_attn_blocks:
             x = in_res(x, time_embed, seq)
-            if not isinstance(attn, nn.Identity):
-                x = attn(x, time_embed, context, context_mask)
+            x = call_optional(attn, x, time_embed, context, context_mask)
             x = out_res(x, time_embed, seq)
-        if not isinstance(self.self_attention_block, nn.Identity):
-            x = self.self_attention_block(x, time_embed)
-        if not isinstance(self.temporal_attention_block, nn.Identity):
-            x = self.temporal_attention_block(x, time_embed, seq)
-        return x
+        x = call_optional(self.self_attention_block, x, time_embed)
+        return call_optional(self.temporal_attention_block, x, time_embed, seq)
 
 
-class InterpolationUNet3D(nn.Module):
+class InterpolationUNet3D(UNetBase):
     config_class = InterpolationUNetConfig
 
     def __init__(self, config: InterpolationUNetConfig):
@@ -313,33 +245,8 @@ class InterpolationUNet3D(nn.Module):
             self.skip_embeddings = nn.Embedding(cfg.num_skip_embeddings, cfg.time_embed_dim)
         self.feature_pooling = AttentionPolling(cfg.time_embed_dim, cfg.context_dim, cfg.head_dim)
         self.in_layer = nn.Conv2d(cfg.num_channels, init, kernel_size=3, padding=1)
-
-        dims = [init, *(cfg.model_channels * m for m in cfg.dim_mult)]
-        in_out = list(zip(dims[:-1], dims[1:]))
-        text_dims = [cfg.context_dim if c else None for c in cfg.add_cross_attention]
-        self.num_levels = len(in_out)
-        cat_dims: list[int] = []
-        self.down_samples = nn.ModuleList()
-        for level, ((i, o), nb, td, sa) in enumerate(zip(in_out, cfg.num_blocks, text_dims, cfg.add_self_attention)):
-            last = level == self.num_levels - 1
-            cat_dims.append(0 if last else o)
-            self.down_samples.append(DownSampleBlock(cfg, i, o, td, nb, not last, sa))
-        self.up_samples = nn.ModuleList()
-        rev = zip(reversed(in_out), reversed(cfg.num_blocks), reversed(text_dims), reversed(cfg.add_self_attention))
-        for level, ((o, i), nb, td, sa) in enumerate(rev):
-            self.up_samples.append(UpSampleBlock(cfg, i, cat_dims.pop(), o, td, nb, level != 0, sa))
-        self.out_layer = nn.Sequential(
-            nn.GroupNorm(cfg.groups, init), nn.SiLU(), nn.Conv2d(init, cfg.out_channels, kernel_size=3, padding=1)
-        )
+        self._build_levels(cfg, init, DownSampleBlock, UpSampleBlock)
         self.register_buffer("null_embedding", torch.zeros(cfg.context_dim))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.in_layer.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.in_layer.weight.device
 
     def forward(
         self,
@@ -373,13 +280,13 @@ class InterpolationUNet3D(nn.Module):
         sample = sample.to(self.dtype)
         if context is not None:
             context = context.to(self.dtype)
-        time_embed = self.to_time_embed(_as_rows(timestep, rows, dev))
+        time_embed = self.to_time_embed(as_rows(timestep, rows, dev))
         if self._merge_perturbation:
-            pert = self.perturbation_to_time_embed(_as_rows(perturbation_time, rows, dev))
+            pert = self.perturbation_to_time_embed(as_rows(perturbation_time, rows, dev))
             merge = self.time_embed_merge.to(time_embed.dtype)
             time_embed = merge * pert + (1 - merge) * time_embed
         if self.config.pass_skip_frames:
-            skip = _as_rows(skip_frames, rows, dev).long()
+            skip = as_rows(skip_frames, rows, dev).long()
             time_embed = self.skip_merge * self.skip_embeddings(skip) + time_embed
         if context is not None:
             time_embed = time_embed + repeat_rows(self.feature_pooling.pooled(context, context_mask), rows)
@@ -387,14 +294,4 @@ class InterpolationUNet3D(nn.Module):
             temporal_mask = torch.ones(rows, device=dev)
         seq = PairSequence(num_groups, temporal_mask.to(device=dev, dtype=torch.float32))
 
-        x = self.in_layer(sample)
-        hidden = []
-        for level, down in enumerate(self.down_samples):
-            x = down(x, time_embed, context, context_mask, seq)
-            if level != self.num_levels - 1:
-                hidden.append(x)
-        for level, up in enumerate(self.up_samples):
-            if level != 0:
-                x = torch.cat([x, hidden.pop()], dim=1)
-            x = up(x, time_embed, context, context_mask, seq)
-        return self.out_layer(x)
+        return self._forward_levels(self.in_layer(sample), time_embed, context, context_mask, seq)

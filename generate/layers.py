@@ -86,16 +86,10 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-class Attention(nn.Module):
-    """Multi-head attention without biases (``to_query/to_key/to_value/output_layer``).
-
-    ``forward(x, context, context_mask)`` with x (B, N, C_in) and context (Bc, M, C_ctx) where
-    ``B`` is a multiple of ``Bc``: consecutive groups of ``B // Bc`` rows of ``x`` share one
-    context row (the frames of one guidance branch share its text). The shared keys/values are
-    computed once per context row and the queries of a group are attended together, which is
-    exactly equivalent to repeating the context per row, at a fraction of the cost.
-    ``context_mask`` is (Bc, M) bool, True = attend.
-    """
+class _AttentionProjections(nn.Module):
+    """The parameters of both attention modules: ``to_query/to_key/to_value/output_layer``
+    without biases, ``out_channels // head_dim`` heads; queries from ``in_channels``, keys and
+    values from ``context_dim``. The subclasses differ in what they attend over."""
 
     def __init__(self, in_channels: int, out_channels: int, context_dim: int, head_dim: int = 64):
         super().__init__()
@@ -106,6 +100,18 @@ class Attention(nn.Module):
         self.to_key = nn.Linear(context_dim, out_channels, bias=False)
         self.to_value = nn.Linear(context_dim, out_channels, bias=False)
         self.output_layer = nn.Linear(out_channels, out_channels, bias=False)
+
+
+class Attention(_AttentionProjections):
+    """Multi-head attention without biases (``to_query/to_key/to_value/output_layer``).
+
+    ``forward(x, context, context_mask)`` with x (B, N, C_in) and context (Bc, M, C_ctx) where
+    ``B`` is a multiple of ``Bc``: consecutive groups of ``B // Bc`` rows of ``x`` share one
+    context row (the frames of one guidance branch share its text). The shared keys/values are
+    computed once per context row and the queries of a group are attended together, which is
+    exactly equivalent to repeating the context per row, at a fraction of the cost.
+    ``context_mask`` is (Bc, M) bool, True = attend.
+    """
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
@@ -133,18 +139,11 @@ class Attention(nn.Module):
         return self.output_layer(out)
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(_AttentionProjections):
     """Self-attention over frames for every pixel: x is (B, T, N, C)."""
 
     def __init__(self, in_channels: int, out_channels: int, head_dim: int = 64):
-        super().__init__()
-        if out_channels % head_dim:
-            raise ValueError(f"out_channels {out_channels} must be a multiple of head_dim {head_dim}")
-        self.num_heads = out_channels // head_dim
-        self.to_query = nn.Linear(in_channels, out_channels, bias=False)
-        self.to_key = nn.Linear(in_channels, out_channels, bias=False)
-        self.to_value = nn.Linear(in_channels, out_channels, bias=False)
-        self.output_layer = nn.Linear(out_channels, out_channels, bias=False)
+        super().__init__(in_channels, out_channels, in_channels, head_dim)  # self-attention: keys from x too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, n, _ = x.shape

@@ -17,13 +17,14 @@ chunk's *first* frame (``attn_norm_uses_first_latent``; it changes nothing for s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dict_config import DictConfig
 from .layers import conv_over_frames
 
 # official generator_params keys that only matter for training; accepted and ignored
@@ -31,7 +32,7 @@ _IGNORED_OFFICIAL_KEYS = {"dropout", "resamp_with_conv", "give_pre_end", "flicke
 
 
 @dataclass
-class MoVQConfig:
+class MoVQConfig(DictConfig):
     """Configuration of :class:`MoVQ`; names follow the official ``generator_params``."""
 
     ch: int = 256
@@ -87,16 +88,6 @@ class MoVQConfig:
         base = dict(ch=16, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), resolution=32, norm_groups=4)
         base.update(overrides)
         return cls(**base)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MoVQConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown MoVQConfig fields: {unknown}")
-        return cls(**d)
 
     @classmethod
     def from_official(cls, d: dict[str, Any], **ours: Any) -> "MoVQConfig":
@@ -192,17 +183,25 @@ class ResnetBlock(nn.Module):
         return x + h
 
 
-class AttnBlock(nn.Module):
-    """Single-head spatial self-attention with 1x1-conv projections (with biases)."""
+class _NormAndConvProjections(nn.Module):
+    """The parameters of both attention blocks: a ``SpatialNorm`` and 1x1-conv ``q/k/v/proj_out``
+    (with biases). The subclasses differ in what they attend over."""
 
-    def __init__(self, channels: int, zq_ch: int | None = None, add_conv: bool = False, groups: int = 32,
-                 norm_uses_first_latent: bool = False):
+    def __init__(self, channels: int, zq_ch: int | None = None, add_conv: bool = False, groups: int = 32):
         super().__init__()
         self.norm = SpatialNorm(channels, zq_ch, add_conv, groups)
         self.q = nn.Conv2d(channels, channels, kernel_size=1)
         self.k = nn.Conv2d(channels, channels, kernel_size=1)
         self.v = nn.Conv2d(channels, channels, kernel_size=1)
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
+
+
+class AttnBlock(_NormAndConvProjections):
+    """Single-head spatial self-attention with 1x1-conv projections (with biases)."""
+
+    def __init__(self, channels: int, zq_ch: int | None = None, add_conv: bool = False, groups: int = 32,
+                 norm_uses_first_latent: bool = False):
+        super().__init__(channels, zq_ch, add_conv, groups)
         self.norm_uses_first_latent = norm_uses_first_latent
 
     def forward(self, x: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
@@ -217,20 +216,12 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(out)
 
 
-class TemporalAttnBlock(nn.Module):
+class TemporalAttnBlock(_NormAndConvProjections):
     """Single-head attention over the frames of a chunk, per pixel.
 
     Its norm is a SpatialNorm with latent convs (present in the checkpoint) that the official
     decoder calls without a latent, i.e. a plain GroupNorm; we do the same.
     """
-
-    def __init__(self, channels: int, zq_ch: int | None = None, add_conv: bool = False, groups: int = 32):
-        super().__init__()
-        self.norm = SpatialNorm(channels, zq_ch, add_conv, groups)
-        self.q = nn.Conv2d(channels, channels, kernel_size=1)
-        self.k = nn.Conv2d(channels, channels, kernel_size=1)
-        self.v = nn.Conv2d(channels, channels, kernel_size=1)
-        self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         h = self.norm(x)

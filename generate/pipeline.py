@@ -515,13 +515,16 @@ class KandinskyVideoPipeline:
         contexts: list[PromptEmbeds],
         coefs: list[float],
         per_branch_kwargs: list[dict[str, Any]] | None = None,
+        record: dict | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
         """Run the model on every branch (batched in one forward unless ``batch_guidance`` is off)
-        and return ``sum(coef_b * out_b)`` in fp32."""
+        and return ``sum(coef_b * out_b)`` in fp32. Adds the U-Net calls and rows it ran to ``record``."""
         per = per_branch_kwargs or [{} for _ in inputs]
         acc = torch.promote_types(inputs[0].dtype, torch.float32)  # guidance maths in fp32 (or fp64)
-        if self.batch_guidance and len(inputs) > 1:
+        batched = self.batch_guidance and len(inputs) > 1
+        _count(record, sum(x.shape[0] for x in inputs), 1 if batched else len(inputs))
+        if batched:
             merged = {k: torch.cat([p[k] for p in per]) for k in per[0]}
             ctx = torch.cat([c.context for c in contexts])
             mask = torch.cat([c.mask for c in contexts])
@@ -563,8 +566,7 @@ class KandinskyVideoPipeline:
             for i, t in enumerate(_progress(sched.timesteps, "first frame", progress)):
                 inp = torch.cat([x, static], dim=1)
                 tt = _scalar(t, dev)
-                eps = self._evaluate(lambda s, c, m: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs)
-                _count(rec, len(ctxs), 1 if self.batch_guidance else len(ctxs))
+                eps = self._evaluate(lambda s, c, m: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs, record=rec)
                 x = sched.step(eps, i, x, generator=generator)
         return x
 
@@ -634,9 +636,8 @@ class KandinskyVideoPipeline:
                 tt = _scalar(t, dev)
                 eps = self._evaluate(
                     lambda s, cc, m: unet(s, tt, cc, m, num_frames=T, motion_score=motion, noise_level=level),
-                    inputs, ctxs, coefs,
+                    inputs, ctxs, coefs, record=rec,
                 )
-                _count(rec, len(branches) * T, 1 if self.batch_guidance else len(branches))
                 x = sched.step(eps, i, x, generator=generator)
         return x
 
@@ -684,9 +685,8 @@ class KandinskyVideoPipeline:
                         s, tt, cc, m, num_groups=groups, skip_frames=skip, perturbation_time=perturbation,
                         temporal_mask=temporal_mask,
                     ),
-                    inputs, ctxs, coefs, per,
+                    inputs, ctxs, coefs, per, record=rec,
                 )
-                _count(rec, len(branches) * groups, 1 if self.batch_guidance else len(branches))
                 x = sched.step(v, i, x, generator=generator)
         new = x.view(groups, out_ch // c, c, h, w)
         video = torch.empty(4 * n - 3, c, h, w, device=dev, dtype=x.dtype)
@@ -831,7 +831,7 @@ def _scalar(value: float, device: torch.device) -> torch.Tensor:
     return torch.full((1,), float(value), device=device, dtype=torch.float32)
 
 
-def _count(rec: dict, rows: int, calls: int) -> None:
+def _count(rec: dict | None, rows: int, calls: int) -> None:
     if rec is not None:
         rec["unet_rows"] = rec.get("unet_rows", 0) + rows
         rec["unet_calls"] = rec.get("unet_calls", 0) + calls

@@ -15,12 +15,14 @@ keep the text encoder swappable and offloadable, users asked for smaller ones.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from .dict_config import DictConfig
 
 DEFAULT_TEXT_ENCODER = "google/flan-ul2"
 
@@ -30,20 +32,10 @@ class MissingWeightsError(FileNotFoundError):
 
 
 @dataclass
-class TextEncoderConfig:
+class TextEncoderConfig(DictConfig):
     pretrained: str = DEFAULT_TEXT_ENCODER  # hub id or local folder of a T5 encoder + tokenizer
     tokens_length: int = 128
     context_dim: int = 4096
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TextEncoderConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown TextEncoderConfig fields: {unknown}")
-        return cls(**d)
 
 
 def make_projection(d_model: int, context_dim: int) -> nn.Sequential:

@@ -30,8 +30,8 @@ paper's description (zero-initialised, so an image checkpoint starts as a per-fr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,42 +48,30 @@ from .layers import (
     conv_over_frames,
     repeat_rows,
 )
+from .unet_base import (
+    BOTTLENECK_KERNELS, ResNetBlockBase, UNetBase, UNetConfigBase, as_rows, bottleneck_channels, call_optional,
+    down_level_blocks, identity_or, up_level_blocks,
+)
 
 TemporalType = Literal["conv1d_attn1d_blocks", "conv1d_attn1d_layers", "conv3d_layers"]
 TEMPORAL_TYPES = ("conv1d_attn1d_blocks", "conv1d_attn1d_layers", "conv3d_layers")
 
 
 @dataclass
-class UNet3DConfig:
-    """Configuration of :class:`KandinskyUNet3D`; field names follow the official ``configs.json``."""
+class UNet3DConfig(UNetConfigBase):
+    """Configuration of :class:`KandinskyUNet3D`; field names follow the official ``configs.json``.
 
-    model_channels: int = 384
-    init_channels: int | None = 192
+    The fields common to both U-Nets (channels, levels, attention per level) are in
+    :class:`~generate.unet_base.UNetConfigBase`.
+    """
+
     num_channels: int = 9  # input: 4 latent + 4 first-frame condition + 1 mask
-    out_channels: int = 4
-    time_embed_dim: int = 1536
-    context_dim: int = 4096
-    groups: int = 32
-    head_dim: int = 64
-    expansion_ratio: int = 4
-    compression_ratio: int = 2
-    dim_mult: tuple[int, ...] = (1, 2, 4, 8)
-    num_blocks: tuple[int, ...] = (3, 3, 3, 3)
-    add_cross_attention: tuple[bool, ...] = (False, True, True, True)
-    add_self_attention: tuple[bool, ...] = (False, True, True, True)
     noise_augmentation: bool = True
     motion_score: bool = True
     temporal_type: TemporalType = "conv1d_attn1d_blocks"
 
     def __post_init__(self) -> None:
-        for name in ("dim_mult", "num_blocks", "add_cross_attention", "add_self_attention"):
-            setattr(self, name, tuple(getattr(self, name)))
-        n = len(self.dim_mult)
-        for name in ("num_blocks", "add_cross_attention", "add_self_attention"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"UNet3DConfig.{name} needs {n} entries (one per level of dim_mult)")
-        if any(b < 2 for b in self.num_blocks):
-            raise ValueError("UNet3DConfig.num_blocks must be >= 2 per level (the official up path needs 2)")
+        super().__post_init__()
         if self.temporal_type not in TEMPORAL_TYPES:
             raise ValueError(f"temporal_type must be one of {TEMPORAL_TYPES}, got {self.temporal_type!r}")
         init = self.init_channels or self.model_channels
@@ -95,31 +83,6 @@ class UNet3DConfig:
     def kandinsky_video_1_1(cls) -> "UNet3DConfig":
         """The released t2v U-Net (4.149B parameters, 1.110B of them temporal)."""
         return cls()
-
-    @classmethod
-    def tiny(cls, **overrides: Any) -> "UNet3DConfig":
-        """A few-hundred-thousand-parameter config for CPU tests."""
-        base = dict(
-            model_channels=16, init_channels=8, time_embed_dim=32, context_dim=16, groups=4, head_dim=8,
-            dim_mult=(1, 2, 2, 2), num_blocks=(2, 2, 2, 2),
-        )
-        base.update(overrides)
-        return cls(**base)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UNet3DConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown UNet3DConfig fields: {unknown}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,8 +171,9 @@ class Block(nn.Module):
         return self.down_sample(x)
 
 
-class ResNetBlock(nn.Module):
-    """Bottleneck of four Blocks (kernels 1, 3, 3, 1) with a resampling shortcut."""
+class ResNetBlock(ResNetBlockBase):
+    """Bottleneck of four Blocks (kernels 1, 3, 3, 1) with a resampling shortcut; the layer
+    variants put a temporal layer after each 3x3 convolution."""
 
     def __init__(
         self,
@@ -221,35 +185,15 @@ class ResNetBlock(nn.Module):
         up_resolutions: tuple[bool | None, ...] = (None, None, None, None),
         temporal_layer_factory=None,
     ):
-        super().__init__()
-        kernel_sizes = [1, 3, 3, 1]
-        hidden = max(in_channels, out_channels) // compression_ratio
-        chans = [(in_channels, hidden), (hidden, hidden), (hidden, hidden), (hidden, out_channels)]
-        self.resnet_blocks = nn.ModuleList(
-            [
-                Block(
-                    i, o, time_embed_dim, k, norm_groups, up,
-                    temporal_layer_factory(o) if temporal_layer_factory is not None and k == 3 else None,
-                )
-                for (i, o), k, up in zip(chans, kernel_sizes, up_resolutions)
-            ]
-        )
-        self.shortcut_up_sample = (
-            nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2) if True in up_resolutions else nn.Identity()
-        )
-        self.shortcut_projection = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
-        )
-        self.shortcut_down_sample = (
-            nn.Conv2d(out_channels, out_channels, kernel_size=2, stride=2) if False in up_resolutions else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor, time_embed: torch.Tensor, temporal: TemporalInfo | None = None) -> torch.Tensor:
-        out = x
-        for block in self.resnet_blocks:
-            out = block(out, time_embed, temporal)
-        x = self.shortcut_down_sample(self.shortcut_projection(self.shortcut_up_sample(x)))
-        return x + out
+        chans = bottleneck_channels(in_channels, out_channels, compression_ratio)
+        blocks = [
+            Block(
+                i, o, time_embed_dim, k, norm_groups, up,
+                temporal_layer_factory(o) if temporal_layer_factory is not None and k == 3 else None,
+            )
+            for (i, o), k, up in zip(chans, BOTTLENECK_KERNELS, up_resolutions)
+        ]
+        super().__init__(blocks, in_channels, out_channels, up_resolutions)
 
 
 class TemporalResNetBlock(nn.Module):
@@ -257,8 +201,7 @@ class TemporalResNetBlock(nn.Module):
 
     def __init__(self, num_channels: int, time_embed_dim: int, norm_groups: int = 32, compression_ratio: int = 2):
         super().__init__()
-        hidden = num_channels // compression_ratio
-        chans = [(num_channels, hidden), (hidden, hidden), (hidden, hidden), (hidden, num_channels)]
+        chans = bottleneck_channels(num_channels, num_channels, compression_ratio)
         self.temporal_resnet_blocks = nn.ModuleList(
             [
                 nn.ModuleList(
@@ -268,7 +211,7 @@ class TemporalResNetBlock(nn.Module):
                         nn.Conv3d(i, o, (k, 1, 1), padding=(k // 2, 0, 0)),
                     ]
                 )
-                for (i, o), k in zip(chans, (1, 3, 3, 1))
+                for (i, o), k in zip(chans, BOTTLENECK_KERNELS)
             ]
         )
         nn.init.zeros_(self.temporal_resnet_blocks[-1][-1].weight)
@@ -317,6 +260,21 @@ class AttentionBlock(nn.Module):
         return x + self.feed_forward(self.out_norm(x, time_embed))
 
 
+def make_self_attention(cfg: UNetConfigBase, channels: int, present: bool) -> nn.Module:
+    """A level's self-attention block, or its placeholder on levels without one."""
+    return identity_or(
+        present, lambda: AttentionBlock(channels, cfg.time_embed_dim, None, cfg.groups, cfg.head_dim, cfg.expansion_ratio)
+    )
+
+
+def make_cross_attention(cfg: UNetConfigBase, channels: int, context_dim: int | None) -> nn.Module:
+    """A text cross-attention block, or its placeholder on levels without text (``context_dim`` None)."""
+    return identity_or(
+        context_dim is not None,
+        lambda: AttentionBlock(channels, cfg.time_embed_dim, context_dim, cfg.groups, cfg.head_dim, cfg.expansion_ratio),
+    )
+
+
 class TemporalAttentionBlock(nn.Module):
     """Attention over frames per pixel + FFN, both conditioned on the temporal embedding."""
 
@@ -335,10 +293,6 @@ class TemporalAttentionBlock(nn.Module):
         return x + self.feed_forward(self.ff_norm(x, temporal.embed))
 
 
-def _identity_or(cond: bool, make) -> nn.Module:
-    return make() if cond else nn.Identity()
-
-
 class _LevelMixin:
     config: UNet3DConfig
 
@@ -347,14 +301,14 @@ class _LevelMixin:
         tt = cfg.temporal_type
         t_dim, groups = cfg.time_embed_dim, cfg.groups
         if tt == "conv1d_attn1d_blocks":
-            attn = _identity_or(
+            attn = identity_or(
                 self_attention,
                 lambda: TemporalAttentionBlock(channels, t_dim, groups, cfg.head_dim, cfg.expansion_ratio),
             )
             return attn, None, True
         kernel = (3, 1, 1) if tt == "conv1d_attn1d_layers" else (3, 3, 3)
         factory = lambda ch: TemporalConvLayer(ch, t_dim, groups, kernel)  # noqa: E731
-        attn = _identity_or(
+        attn = identity_or(
             self_attention and tt == "conv1d_attn1d_layers",
             lambda: TemporalAttentionLayer(channels, t_dim, groups, cfg.head_dim),
         )
@@ -368,43 +322,35 @@ class DownSampleBlock(nn.Module, _LevelMixin):
     ):
         super().__init__()
         t_dim, g = cfg.time_embed_dim, cfg.groups
-        self.self_attention_block = _identity_or(
-            self_attention,
-            lambda: AttentionBlock(in_channels, t_dim, None, g, cfg.head_dim, cfg.expansion_ratio),
-        )
+        self.self_attention_block = make_self_attention(cfg, in_channels, self_attention)
         self.temporal_attention_block, layer_factory, use_blocks = self._temporal_parts(cfg, self_attention, in_channels)
-        up_resolutions = [(None,) * 4] * (num_blocks - 1) + [(None, None, False if down_sample else None, None)]
-        chans = [(in_channels, out_channels)] + [(out_channels, out_channels)] * (num_blocks - 1)
         self.resnet_attn_blocks = nn.ModuleList(
             [
                 nn.ModuleList(
                     [
                         ResNetBlock(i, o, t_dim, g, cfg.compression_ratio, temporal_layer_factory=layer_factory),
-                        _identity_or(
-                            context_dim is not None,
-                            lambda o=o: AttentionBlock(o, t_dim, context_dim, g, cfg.head_dim, cfg.expansion_ratio),
-                        ),
+                        make_cross_attention(cfg, o, context_dim),
                         ResNetBlock(o, o, t_dim, g, cfg.compression_ratio, up, temporal_layer_factory=layer_factory),
-                        _identity_or(use_blocks, lambda o=o: TemporalResNetBlock(o, t_dim, g, cfg.compression_ratio)),
-                        _identity_or(use_blocks, lambda o=o: TemporalResNetBlock(o, t_dim, g, cfg.compression_ratio)),
+                        identity_or(use_blocks, lambda o=o: TemporalResNetBlock(o, t_dim, g, cfg.compression_ratio)),
+                        identity_or(use_blocks, lambda o=o: TemporalResNetBlock(o, t_dim, g, cfg.compression_ratio)),
                     ]
                 )
-                for (i, o), up in zip(chans, up_resolutions)
+                for i, o, up in down_level_blocks(in_channels, out_channels, num_blocks, down_sample)
             ]
         )
 
     def forward(self, x, time_embed, context, context_mask, temporal: TemporalInfo | None):
-        x = _call_spatial(self.self_attention_block, x, time_embed)
+        x = call_optional(self.self_attention_block, x, time_embed)
         if temporal is not None:
-            x = _call_temporal(self.temporal_attention_block, x, temporal)
+            x = call_optional(self.temporal_attention_block, x, temporal)
         for in_res, attn, out_res, in_temp, out_temp in self.resnet_attn_blocks:
             x = in_res(x, time_embed, temporal)
             if temporal is not None:
-                x = _call_temporal(in_temp, x, temporal)
-            x = _call_spatial(attn, x, time_embed, context, context_mask)
+                x = call_optional(in_temp, x, temporal)
+            x = call_optional(attn, x, time_embed, context, context_mask)
             x = out_res(x, time_embed, temporal)
             if temporal is not None:
-                x = _call_temporal(out_temp, x, temporal)
+                x = call_optional(out_temp, x, temporal)
         return x
 
 
@@ -415,69 +361,39 @@ class UpSampleBlock(nn.Module, _LevelMixin):
     ):
         super().__init__()
         t_dim, g = cfg.time_embed_dim, cfg.groups
-        up_resolutions = [(None, True if up_sample else None, None, None)] + [(None,) * 4] * (num_blocks - 1)
-        chans = [(in_channels + cat_dim, in_channels)] + [(in_channels, in_channels)] * (num_blocks - 2)
-        chans += [(in_channels, out_channels)]
         temporal_attention, layer_factory, use_blocks = self._temporal_parts(cfg, self_attention, out_channels)
         self.resnet_attn_blocks = nn.ModuleList(
             [
                 nn.ModuleList(
                     [
                         ResNetBlock(i, i, t_dim, g, cfg.compression_ratio, up, temporal_layer_factory=layer_factory),
-                        _identity_or(
-                            context_dim is not None,
-                            lambda i=i: AttentionBlock(i, t_dim, context_dim, g, cfg.head_dim, cfg.expansion_ratio),
-                        ),
+                        make_cross_attention(cfg, i, context_dim),
                         ResNetBlock(i, o, t_dim, g, cfg.compression_ratio, temporal_layer_factory=layer_factory),
-                        _identity_or(use_blocks, lambda i=i: TemporalResNetBlock(i, t_dim, g, cfg.compression_ratio)),
-                        _identity_or(use_blocks, lambda i=i: TemporalResNetBlock(i, t_dim, g, cfg.compression_ratio)),
+                        identity_or(use_blocks, lambda i=i: TemporalResNetBlock(i, t_dim, g, cfg.compression_ratio)),
+                        identity_or(use_blocks, lambda i=i: TemporalResNetBlock(i, t_dim, g, cfg.compression_ratio)),
                     ]
                 )
-                for (i, o), up in zip(chans, up_resolutions)
+                for i, o, up in up_level_blocks(in_channels, cat_dim, out_channels, num_blocks, up_sample)
             ]
         )
         self.temporal_attention_block = temporal_attention
-        self.self_attention_block = _identity_or(
-            self_attention,
-            lambda: AttentionBlock(out_channels, t_dim, None, g, cfg.head_dim, cfg.expansion_ratio),
-        )
+        self.self_attention_block = make_self_attention(cfg, out_channels, self_attention)
 
     def forward(self, x, time_embed, context, context_mask, temporal: TemporalInfo | None):
         for in_res, attn, out_res, in_temp, out_temp in self.resnet_attn_blocks:
             if temporal is not None:
-                x = _call_temporal(in_temp, x, temporal)
+                x = call_optional(in_temp, x, temporal)
             x = in_res(x, time_embed, temporal)
-            x = _call_spatial(attn, x, time_embed, context, context_mask)
+            x = call_optional(attn, x, time_embed, context, context_mask)
             if temporal is not None:
-                x = _call_temporal(out_temp, x, temporal)
+                x = call_optional(out_temp, x, temporal)
             x = out_res(x, time_embed, temporal)
         if temporal is not None:
-            x = _call_temporal(self.temporal_attention_block, x, temporal)
-        return _call_spatial(self.self_attention_block, x, time_embed)
+            x = call_optional(self.temporal_attention_block, x, temporal)
+        return call_optional(self.self_attention_block, x, time_embed)
 
 
-def _call_spatial(module: nn.Module, x, time_embed, context=None, context_mask=None):
-    if isinstance(module, nn.Identity):
-        return x
-    return module(x, time_embed, context, context_mask)
-
-
-def _call_temporal(module: nn.Module, x, temporal: TemporalInfo):
-    if isinstance(module, nn.Identity):
-        return x
-    return module(x, temporal)
-
-
-def _as_rows(value: torch.Tensor | float | int, rows: int, device: torch.device) -> torch.Tensor:
-    if not torch.is_tensor(value):
-        return torch.full((rows,), float(value), device=device, dtype=torch.float32)
-    value = value.to(device=device, dtype=torch.float32).reshape(-1)
-    if value.numel() == 1:
-        return value.expand(rows)
-    return repeat_rows(value, rows)
-
-
-class KandinskyUNet3D(nn.Module):
+class KandinskyUNet3D(UNetBase):
     """Keyframe U-Net3D (video mode) and Kandinsky 3 first-frame U-Net (image mode)."""
 
     config_class = UNet3DConfig
@@ -492,24 +408,7 @@ class KandinskyUNet3D(nn.Module):
         self.to_temporal_embed = EmbeddingMLP(init, cfg.time_embed_dim)
         self.in_layer = nn.Conv2d(cfg.num_channels, init, kernel_size=3, padding=1)
         self.image_in_layer = nn.Conv2d(cfg.num_channels, init, kernel_size=3, padding=1)
-
-        dims = [init, *(cfg.model_channels * m for m in cfg.dim_mult)]
-        in_out = list(zip(dims[:-1], dims[1:]))
-        text_dims = [cfg.context_dim if c else None for c in cfg.add_cross_attention]
-        self.num_levels = len(in_out)
-        cat_dims: list[int] = []
-        self.down_samples = nn.ModuleList()
-        for level, ((i, o), nb, td, sa) in enumerate(zip(in_out, cfg.num_blocks, text_dims, cfg.add_self_attention)):
-            last = level == self.num_levels - 1
-            cat_dims.append(0 if last else o)
-            self.down_samples.append(DownSampleBlock(cfg, i, o, td, nb, not last, sa))
-        self.up_samples = nn.ModuleList()
-        rev = zip(reversed(in_out), reversed(cfg.num_blocks), reversed(text_dims), reversed(cfg.add_self_attention))
-        for level, ((o, i), nb, td, sa) in enumerate(rev):
-            self.up_samples.append(UpSampleBlock(cfg, i, cat_dims.pop(), o, td, nb, level != 0, sa))
-        self.out_layer = nn.Sequential(
-            nn.GroupNorm(cfg.groups, init), nn.SiLU(), nn.Conv2d(init, cfg.out_channels, kernel_size=3, padding=1)
-        )
+        self._build_levels(cfg, init, DownSampleBlock, UpSampleBlock)
         if cfg.noise_augmentation:
             self.temporal_noise_aug_time_encoding = EmbeddingMLP(init, cfg.time_embed_dim)
         if cfg.motion_score:
@@ -517,18 +416,10 @@ class KandinskyUNet3D(nn.Module):
         # learned null text embedding shipped with the official checkpoint ("null_embedding")
         self.register_buffer("null_embedding", torch.zeros(cfg.context_dim))
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.in_layer.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.in_layer.weight.device
-
     def time_embedding(
         self, timestep: torch.Tensor, rows: int, context: torch.Tensor | None, context_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        emb = self.to_time_embed(_as_rows(timestep, rows, self.device))
+        emb = self.to_time_embed(as_rows(timestep, rows, self.device))
         if context is not None:
             emb = emb + repeat_rows(self.feature_pooling.pooled(context, context_mask), rows)
         return emb
@@ -545,15 +436,15 @@ class KandinskyUNet3D(nn.Module):
         dev = self.device
         if frame_index is None:
             frame_index = torch.arange(num_frames, device=dev, dtype=torch.float32).repeat(rows // num_frames)
-        emb = self.to_temporal_embed(_as_rows(frame_index, rows, dev))
+        emb = self.to_temporal_embed(as_rows(frame_index, rows, dev))
         if noise_level is not None:
             if not self.config.noise_augmentation:
                 raise ValueError("this U-Net has no noise-augmentation conditioning (config.noise_augmentation=False)")
-            emb = emb + self.temporal_noise_aug_time_encoding(_as_rows(noise_level, rows, dev))
+            emb = emb + self.temporal_noise_aug_time_encoding(as_rows(noise_level, rows, dev))
         if motion_score is not None:
             if not self.config.motion_score:
                 raise ValueError("this U-Net has no motion-score conditioning (config.motion_score=False)")
-            emb = emb + self.temporal_motion_score_encoding(_as_rows(motion_score, rows, dev))
+            emb = emb + self.temporal_motion_score_encoding(as_rows(motion_score, rows, dev))
         return emb
 
     def forward(
@@ -594,14 +485,4 @@ class KandinskyUNet3D(nn.Module):
             x = self.in_layer(sample)
             temporal_embed = self.temporal_embedding(rows, num_frames, frame_index, motion_score, noise_level)
             temporal = TemporalInfo(time_embed + temporal_embed, num_frames)
-
-        hidden = []
-        for level, down in enumerate(self.down_samples):
-            x = down(x, time_embed, context, context_mask, temporal)
-            if level != self.num_levels - 1:
-                hidden.append(x)
-        for level, up in enumerate(self.up_samples):
-            if level != 0:
-                x = torch.cat([x, hidden.pop()], dim=1)
-            x = up(x, time_embed, context, context_mask, temporal)
-        return self.out_layer(x)
+        return self._forward_levels(x, time_embed, context, context_mask, temporal)

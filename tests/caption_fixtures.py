@@ -44,6 +44,20 @@ def _workdir() -> Path:
     return d
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: ops too small to split; on a busy 2-core box, 2 threads spin and crawl.
+
+    Test modules import it and opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch  # not at the top: the clip helpers here do not need torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def require_videos() -> Path:
     if not (VIDEOS / "testvideo.mp4").is_file():
         pytest.skip(f"sample videos not found at {VIDEOS} (set KVID_TEST_VIDEOS)")

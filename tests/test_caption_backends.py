@@ -24,19 +24,11 @@ from caption.prompts import get_template
 from caption.sampling import sample_frames
 
 try:
-    from tests.caption_fixtures import enable_fake_num2words, sample_clips, tiny_model
+    from tests.caption_fixtures import enable_fake_num2words, one_torch_thread, sample_clips, tiny_model  # noqa: F401
 except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import enable_fake_num2words, sample_clips, tiny_model
+    from caption_fixtures import enable_fake_num2words, one_torch_thread, sample_clips, tiny_model  # noqa: F401
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: ops too small to split; on a busy 2-core box, 2 threads spin and crawl."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAMILY_NAMES = ["qwen2_5_vl", "qwen2_vl", "llava_next_video", "llava_onevision", "smolvlm"]

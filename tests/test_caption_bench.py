@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 
+try:
+    from tests.caption_fixtures import one_torch_thread  # noqa: F401
+except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
+    from caption_fixtures import one_torch_thread  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: ops too small to split; on a busy 2-core box, 2 threads spin and crawl."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _load_bench():

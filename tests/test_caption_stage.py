@@ -20,19 +20,11 @@ from caption.stage import FRAMES_KEY, FRAMES_META_KEY, CaptionPrepStage, Caption
 from curate import schema
 
 try:
-    from tests.caption_fixtures import CLIP_FRAMES, make_row, sample_clips, tiny_model
+    from tests.caption_fixtures import CLIP_FRAMES, make_row, one_torch_thread, sample_clips, tiny_model  # noqa: F401
 except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import CLIP_FRAMES, make_row, sample_clips, tiny_model
+    from caption_fixtures import CLIP_FRAMES, make_row, one_torch_thread, sample_clips, tiny_model  # noqa: F401
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: ops too small to split; on a busy 2-core box, 2 threads spin and crawl."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 GOOD = {
