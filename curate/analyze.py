@@ -36,7 +36,7 @@ class AnalysisParams:
     border_samples_per_s: float = 2.0
     borders: bool = True
     border: BorderParams = field(default_factory=BorderParams)
-    threads: int = 2
+    threads: int = 0  # ffmpeg's choice
     timeout_s: float = 120.0  # base decode timeout, plus timeout_per_s per second of video
     timeout_per_s: float = 2.0
     min_decoded_fraction: float = 0.9  # a decode that fails later than this keeps its scenes

@@ -20,7 +20,7 @@ class TranscodeParams:
     codec: str = "libx264"
     crf: int = 18
     preset: str = "fast"
-    threads: int = 2
+    threads: int = 0  # ffmpeg's choice
     timeout_s: float = 60.0  # plus timeout_per_s per second of clip
     timeout_per_s: float = 10.0
 

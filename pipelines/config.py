@@ -50,7 +50,9 @@ class CurateConfig(BaseModel):
     )
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
     workers: Optional[int] = Field(None, ge=1, description="parallel analyse+transcode tasks (default: one per CPU)")
-    ffmpeg_threads: int = Field(2, ge=0, description="threads per ffmpeg process (0 = ffmpeg's choice)")
+    ffmpeg_threads: int = Field(
+        0, ge=0, description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)"
+    )
 
     # Scene detection.
     scene_detector: Literal["content", "adaptive"] = Field("content", description="PySceneDetect detector")

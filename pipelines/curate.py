@@ -1,14 +1,16 @@
 """`kvid curate`: the Ray Data graph from raw videos to shards.
 
     sources --plan (probe, split long videos)--> units
-            --process (one decode for scenes+borders, filters, one ffmpeg per clip)--> clips
+            --analyse (one decode for scenes+borders, filters)--> scenes
+            --transcode (one ffmpeg per scene)--> clips
             --motion (actor pool: GPU when there is one)--> scored clips
-            --caption prep (CPU tasks) --> caption (actor pool)--> captioned clips
-            --driver: ShardWriter (atomic parts, resumable)
+            --caption prep (CPU actors) --> caption (actor pool)--> captioned clips
+            --driver: UnitLedger (each row once) -> ShardWriter (atomic parts, resumable)
 
-Plan and process are separate operators with different CPU requests so Ray does not fuse
-them: the units of one long source then run in parallel. Motion and caption run in their
-own actor pools so a model is loaded once per actor and GPU work is batched across clips.
+Plan, analyse and transcode are separate operators that Ray does not fuse, so the units of
+a long source are analysed in parallel and every scene is encoded as its own task. Motion
+and caption run in their own actor pools so a model is loaded once per actor and GPU work
+is batched across clips.
 """
 
 from __future__ import annotations
@@ -108,23 +110,37 @@ def plan_op(row: dict[str, Any], params: CurateParams) -> Iterator[dict[str, Any
         yield R.unit_row(unit)
 
 
-def process_op(row: dict[str, Any], params: CurateParams) -> Iterator[dict[str, Any]]:
+def analyze_op(row: dict[str, Any], params: CurateParams) -> Iterator[dict[str, Any]]:
     unit = R.row_unit(row)
     if unit is None:
         yield row  # a reject from planning: pass it on
         return
     for rec in analyze_work_unit(unit, params):
-        mp4 = transcode_record(rec, unit.info, params)
-        yield R.record_row(rec, mp4)
+        # Kept scenes go on with their unit (the transcode needs the source's properties).
+        yield R.unit_row(unit, rec) if rec.ok else R.record_row(rec)
+
+
+def transcode_op(row: dict[str, Any], params: CurateParams) -> dict[str, Any]:
+    unit = R.row_unit(row)
+    if unit is None:
+        return row  # a reject: pass it on
+    rec = R.row_record(row)
+    mp4 = transcode_record(rec, unit.info, params)
+    return R.record_row(rec, mp4)
+
+
+def _spread() -> dict[str, Any]:
+    # Each scene's encode goes wherever a CPU is free, on any node. (Giving the operator its
+    # own remote-args function also keeps Ray from fusing it into the analysis task, which
+    # would encode a long source's scenes one after another.)
+    return {"scheduling_strategy": "SPREAD"}
 
 
 class MotionActor:
     """Holds one motion model for the actor's lifetime."""
 
     def __init__(self, cfg: CurateConfig):
-        from motion.stage import MotionStage
-
-        self.stage = motion_stage(cfg, MotionStage)
+        self.stage = motion_stage(cfg)
         self.stage.setup()
 
     def __call__(self, batch):
@@ -133,9 +149,7 @@ class MotionActor:
 
 class CaptionPrepFn:
     def __init__(self, cfg: CurateConfig):
-        from caption.stage import CaptionPrepStage
-
-        self.stage = caption_prep_stage(cfg, CaptionPrepStage)
+        self.stage = caption_prep_stage(cfg)
 
     def __call__(self, batch):
         return R.dicts_to_batch(self.stage(R.batch_to_dicts(batch)))
@@ -143,9 +157,7 @@ class CaptionPrepFn:
 
 class CaptionActor:
     def __init__(self, cfg: CurateConfig):
-        from caption.stage import CaptionStage
-
-        self.stage = caption_stage(cfg, CaptionStage)
+        self.stage = caption_stage(cfg)
         self.stage.setup()
 
     def __call__(self, batch):
@@ -155,11 +167,11 @@ class CaptionActor:
 # --- stage construction (shared by the pipeline and the recompute commands) ----------------
 
 
-def motion_stage(cfg: CurateConfig, cls=None):
-    if cls is None:
-        from motion.stage import MotionStage as cls
+def motion_stage(cfg: CurateConfig):
+    from motion.stage import MotionStage
+
     backend = "raft_large" if cfg.motion_backend == "raft" else cfg.motion_backend
-    return cls(
+    return MotionStage(
         backend=backend,
         size=cfg.motion_size,
         stride=cfg.motion_stride,
@@ -169,20 +181,19 @@ def motion_stage(cfg: CurateConfig, cls=None):
     )
 
 
-def caption_prep_stage(cfg: CurateConfig, cls=None):
+def caption_prep_stage(cfg: CurateConfig):
     from caption.backends import inspect_model
+    from caption.stage import CaptionPrepStage
 
-    if cls is None:
-        from caption.stage import CaptionPrepStage as cls
     # Frames are sampled at the size the model's processor works at.
     side = inspect_model(cfg.caption_model, check_weights=False).frame_short_side
-    return cls(num_frames=cfg.caption_frames, short_side=side)
+    return CaptionPrepStage(num_frames=cfg.caption_frames, short_side=side)
 
 
-def caption_stage(cfg: CurateConfig, cls=None):
-    if cls is None:
-        from caption.stage import CaptionStage as cls
-    return cls(
+def caption_stage(cfg: CurateConfig):
+    from caption.stage import CaptionStage
+
+    return CaptionStage(
         model=cfg.caption_model,
         prompt=cfg.caption_prompt,
         max_new_tokens=cfg.caption_max_new_tokens,
@@ -350,7 +361,8 @@ def build_dataset(cfg: CurateConfig, todo_file: str):
     tasks = ray.data.TaskPoolStrategy(size=workers)
     ds = ray.data.read_json(todo_file, lines=True)
     ds = ds.flat_map(plan_op, fn_kwargs={"params": params}, num_cpus=0.5, compute=tasks)
-    ds = ds.flat_map(process_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks)
+    ds = ds.flat_map(analyze_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks)
+    ds = ds.map(transcode_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks, ray_remote_args_fn=_spread)
     if cfg.motion_enabled:
         ds = ds.map_batches(MotionActor, fn_constructor_kwargs={"cfg": cfg}, **motion_actor_options(cfg))
     if cfg.caption_enabled:
@@ -476,16 +488,19 @@ def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str
     )
     ledger = shards.UnitLedger(state.done_units, state.partial_units)
     status = "interrupted"
+    ray_start_s = 0.0
     try:
         if n_todo:
+            t_ray = time.monotonic()
             init_ray(cfg)
+            ray_start_s = time.monotonic() - t_ray
             _write_all(build_dataset(cfg, todo_file), writer, ledger, n_todo, state, show_progress)
         writer.close()
         status = "complete"
     finally:
         if status != "complete":
             writer.abort()
-        summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done)
+        summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done, ray_start_s)
     return summary
 
 
@@ -510,7 +525,7 @@ def _write_all(ds, writer: shards.ShardWriter, ledger: shards.UnitLedger, n_todo
                         bar.set_postfix(clips=writer.written["clips"] + writer.pending_clips, refresh=False)
 
 
-def _finish(out, manifest, started, t0, status, writer, n_run, n_skipped) -> dict[str, Any]:
+def _finish(out, manifest, started, t0, status, writer, n_run, n_skipped, ray_start_s=0.0) -> dict[str, Any]:
     wall = time.monotonic() - t0
     counts = dataset_counts(out)
     run = {
@@ -518,6 +533,7 @@ def _finish(out, manifest, started, t0, status, writer, n_run, n_skipped) -> dic
         "finished": _now(),
         "status": status,
         "wall_s": round(wall, 2),
+        "ray_start_s": round(ray_start_s, 2),
         "sources_run": n_run,
         "sources_skipped": n_skipped,
         "clips_written": writer.written["clips"],

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 def processes(*needles: str) -> list[int]:
-    """PIDs whose command line contains every needle (Ray workers show e.g. 'ray::FlatMap(process_op)')."""
+    """PIDs whose command line contains every needle (Ray workers show e.g. 'ray::Map(transcode_op)')."""
     pids = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():

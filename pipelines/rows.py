@@ -37,8 +37,9 @@ def record_row(record: ClipRecord, mp4: bytes | None = None) -> dict[str, Any]:
     return {"record": _dumps(record.to_row()), "unit": "", "mp4": mp4, "extra": None}
 
 
-def unit_row(unit: WorkUnit) -> dict[str, Any]:
-    return {"record": "", "unit": json.dumps(asdict(unit)), "mp4": None, "extra": None}
+def unit_row(unit: WorkUnit, record: ClipRecord | None = None) -> dict[str, Any]:
+    """A unit of work to analyse, or (with ``record``) one of its scenes to transcode."""
+    return {"record": _dumps(record.to_row()) if record else "", "unit": json.dumps(asdict(unit)), "mp4": None, "extra": None}
 
 
 def row_unit(row: dict[str, Any]) -> WorkUnit | None:
