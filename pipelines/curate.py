@@ -34,6 +34,8 @@ from pipelines.config import ConfigError, CurateConfig
 log = logging.getLogger("kvid")
 
 WORK_DIR = ".kvid"  # run bookkeeping inside OUT (hidden from readers)
+ANALYZE_MEMORY = 256 * 2**20
+TRANSCODE_MEMORY = 768 * 2**20
 
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -129,11 +131,6 @@ def transcode_op(row: dict[str, Any], params: CurateParams) -> dict[str, Any]:
     return R.record_row(rec, mp4)
 
 
-def _spread() -> dict[str, Any]:
-    # Each scene's encode goes wherever a CPU is free, on any node. (Giving the operator its
-    # own remote-args function also keeps Ray from fusing it into the analysis task, which
-    # would encode a long source's scenes one after another.)
-    return {"scheduling_strategy": "SPREAD"}
 
 
 class MotionActor:
@@ -361,8 +358,12 @@ def build_dataset(cfg: CurateConfig, todo_file: str):
     tasks = ray.data.TaskPoolStrategy(size=workers)
     ds = ray.data.read_json(todo_file, lines=True)
     ds = ds.flat_map(plan_op, fn_kwargs={"params": params}, num_cpus=0.5, compute=tasks)
-    ds = ds.flat_map(analyze_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks)
-    ds = ds.map(transcode_op, fn_kwargs={"params": params}, num_cpus=1, compute=tasks, ray_remote_args_fn=_spread)
+    # Declared memory: what one decode (analysis) or one decode + x264 encode (up to 1080p)
+    # holds, so a node is not handed more than it can run. The different requests also keep
+    # Ray from fusing the two operators into one task, which would encode a long source's
+    # scenes one after another instead of as parallel tasks.
+    ds = ds.flat_map(analyze_op, fn_kwargs={"params": params}, num_cpus=1, memory=ANALYZE_MEMORY, compute=tasks)
+    ds = ds.map(transcode_op, fn_kwargs={"params": params}, num_cpus=1, memory=TRANSCODE_MEMORY, compute=tasks)
     if cfg.motion_enabled:
         ds = ds.map_batches(MotionActor, fn_constructor_kwargs={"cfg": cfg}, **motion_actor_options(cfg))
     if cfg.caption_enabled:
