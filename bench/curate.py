@@ -121,7 +121,7 @@ def main() -> None:
                     help="length of the synthetic 720p input (fixed costs such as Ray's start weigh less on longer input)")
     ap.add_argument("--workers", type=int, default=None, help="kvid --workers (default: one per CPU)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "out"), help="scratch folder (inputs are cached here)")
-    ap.add_argument("--save", action="store_true", help="write bench/results/curate-<host>.json")
+    ap.add_argument("--save", action="store_true", help="write bench/results/curate-<host>[-<N>s].json (suffix when --long-seconds is not 60)")
     args = ap.parse_args()
 
     work = Path(args.work)
@@ -158,7 +158,8 @@ def main() -> None:
     print("kvid s: the whole command; run s: without starting the local Ray (in the manifest)")
     print(f"machine: {platform.node()} ({os.cpu_count()} CPUs); goals: kvid/floor <= 1.5, naive/kvid >= 2")
     if args.save:
-        dest = ROOT / "bench" / "results" / f"curate-{platform.node() or 'host'}.json"
+        suffix = "" if args.long_seconds == 60.0 else f"-{args.long_seconds:g}s"
+        dest = ROOT / "bench" / "results" / f"curate-{platform.node() or 'host'}{suffix}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(), "platform": platform.platform()}
         dest.write_text(json.dumps({"meta": meta, "results": results}, indent=2))

@@ -131,7 +131,11 @@ def analyze_unit(
 
     graph = f"[0:v]split=2[a][b];[a]scale={aw}:{ah}:flags=area,format=bgr24[lo]"
     if params.borders:
-        graph += f";[b]select='not(mod(n\\,{every}))',format=gray[hi]"
+        # The explicit scale converts to gray after the split. Without it, when the input is
+        # seeked or time-limited (every chunk of a long source), ffmpeg 5.1 negotiated gray for
+        # both branches and converted before the split: scene detection saw colourless frames
+        # and missed cuts between scenes of similar brightness.
+        graph += f";[b]select='not(mod(n\\,{every}))',scale=flags=neighbor,format=gray[hi]"
     else:
         graph += ";[b]nullsink"
     hi_read, hi_write = os.pipe()

@@ -90,6 +90,35 @@ def test_detectors_on_real_hard_cuts(shared_videos, detector):
         assert min(abs(s - cut) for s in starts) <= 1, starts
 
 
+def test_scene_detector_sees_colour_with_border_detection_on(synth, monkeypatch):
+    # Border detection reads a gray copy of the same decode. A gray conversion placed before
+    # the split (ffmpeg's format negotiation does that unless told otherwise) took the colour
+    # out of the detector's frames and lost cuts between scenes of similar brightness.
+    import curate.analyze as analyze_module
+
+    seen: list[np.ndarray] = []
+
+    class Recording(analyze_module.SceneDetector):
+        def push(self, frame_bgr):
+            if len(seen) < 5:
+                seen.append(frame_bgr.copy())
+            super().push(frame_bgr)
+
+    def analyze_part(borders):
+        # A part of the source, as long sources are analysed: seeking and a duration limit
+        # are what changed ffmpeg's choice of format.
+        info = probe(str(synth["cuts.mp4"]))
+        analyze_unit(info, 30, 200, AnalysisParams(borders=borders), FrameClock(info))
+
+    monkeypatch.setattr(analyze_module, "SceneDetector", Recording)
+    analyze_part(borders=False)
+    without_borders, seen[:] = list(seen), []
+    analyze_part(borders=True)
+    frames = np.stack(seen).astype(np.int16)
+    assert np.abs(frames[..., 0] - frames[..., 2]).mean() > 20  # blue differs from red: colour
+    assert np.array_equal(frames, np.stack(without_borders))
+
+
 def test_scene_threshold_is_used(synth):
     _, result = analyze(synth["cuts.mp4"], threshold=255.0)
     assert len(result.scenes) == 1
