@@ -32,6 +32,7 @@ REASON_DECODE_ERROR = "decode_error"
 REASON_NOT_VIDEO = "not_video"
 REASON_EMPTY_FILE = "empty_file"
 REASON_MISSING = "missing"
+REASON_UNREADABLE = "unreadable"  # exists but cannot be read (permissions, remote storage errors)
 REASON_TIMEOUT = "timeout"
 REASON_TRUNCATED = "truncated"
 REASON_NO_FRAMES = "no_frames"

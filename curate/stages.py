@@ -6,6 +6,7 @@ Every bad input ends as a reject record with a reason; nothing here raises for o
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from curate.borders import Crop
 from curate.ffmpeg import FFmpegError
 from curate.filters import FilterParams, Rejection, check_scene, check_source
 from curate.probe import ProbeError, VideoInfo, probe
+from curate.remote import InputCache, is_uri, staged
 from curate.schema import ClipRecord
 from curate.transcode import TranscodeParams, output_frames, output_size, transcode_scene
 
@@ -36,6 +38,7 @@ class CurateParams:
     reject_decode_errors: bool = True
     probe_timeout_s: float = 60.0
     tmp_dir: str | None = None
+    input_cache: InputCache = field(default_factory=InputCache)  # staged copies of URI sources
 
     def config_hash(self) -> str:
         a = self.analysis
@@ -99,17 +102,20 @@ def plan_source(
     Returns (units still to do, reject records). Units in ``done_units`` are left out.
     """
     cfg_hash = params.config_hash()
+    # The id of a source that cannot be read: its name alone.
+    source_id = "path-" + ids.short_hash(source if is_uri(source) else os.path.abspath(source))
     try:
-        if not os.path.isfile(source):  # never open a FIFO or device: it can block forever
-            raise OSError("not a regular file")
-        source_id = ids.source_id(source)
-    except OSError:
-        source_id = "path-" + ids.short_hash(os.path.abspath(source))
-    try:
-        info = probe(source, timeout=params.probe_timeout_s)
+        with staged(source, params.input_cache) as local:
+            if os.path.isfile(local):  # never fingerprint a FIFO or device: it can block forever
+                # A path's identity is the path and its content; a URI's, the URI and the content.
+                source_id = ids.short_hash(source, ids.source_fingerprint(local)) if is_uri(source) else ids.source_id(local)
+            info = probe(local, timeout=params.probe_timeout_s)
     except ProbeError as e:
-        rec = _source_record(source, source_id, cfg_hash, None)
-        return [], [rec.reject(schema.STAGE_PROBE, e.reason, e.message)]
+        return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, e.reason, e.message)]
+    except FileNotFoundError as e:
+        return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, schema.REASON_MISSING, str(e))]
+    except OSError as e:
+        return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, schema.REASON_UNREADABLE, str(e))]
     rejection = check_source(info, params.filters)
     if rejection:
         rec = _source_record(source, source_id, cfg_hash, info)
@@ -157,8 +163,10 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
         return rec
 
     try:
-        clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
-        result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock)
+        with staged(unit.source, params.input_cache) as local:
+            info = dataclasses.replace(info, path=local)
+            clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
+            result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock)
     except (AnalysisError, FFmpegError, OSError) as e:
         reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)
         if isinstance(e, FFmpegError) and e.timed_out:
@@ -205,7 +213,9 @@ def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> 
         return None
     crop = Crop(rec.crop_x, rec.crop_y, rec.crop_w, rec.crop_h)
     try:
-        clip = transcode_scene(info, rec.source_start_s, rec.source_end_s, crop, params.transcode, params.tmp_dir)
+        with staged(rec.source, params.input_cache) as local:
+            clip = transcode_scene(dataclasses.replace(info, path=local), rec.source_start_s, rec.source_end_s,
+                                   crop, params.transcode, params.tmp_dir)
     except (FFmpegError, OSError) as e:
         reason = schema.REASON_TIMEOUT if getattr(e, "timed_out", False) else schema.REASON_TRANSCODE_FAILED
         rec.reject(schema.STAGE_TRANSCODE, reason, str(e))

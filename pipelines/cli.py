@@ -14,11 +14,12 @@ CURATE_EPILOG = """\
 examples:
   kvid curate videos/ --out data/ --motion-backend dis --caption-model none
   kvid curate 'raw/**/*.mp4' --out data/ --config curate.yaml
-  kvid curate s3-mount/raw --out /shared/data --ray-address auto
+  kvid curate s3://bucket/raw/ --out /shared/data --ray-address auto   # needs s3fs
 
 Every configuration key can be a flag (--min-duration-s 3) or a key in a YAML file given
 with --config (min_duration_s: 3); flags win. Re-running the same command resumes: finished
-sources are skipped and the clip ids stay the same.
+sources are skipped and the clip ids stay the same. Inputs may be URIs (s3://, gs://,
+https://, file://): each node stages a copy in --input-cache-dir; the output must be a path.
 
 Offline or CPU-only machines: RAFT weights and the captioning model are downloaded on first
 use by torchvision / Hugging Face. Without internet pass --motion-weights PATH.pth or

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from curate.analyze import AnalysisParams
 from curate.borders import BorderParams
 from curate.filters import FilterParams
+from curate.remote import InputCache, is_uri
 from curate.stages import CurateParams
 from curate.transcode import TranscodeParams
 
@@ -41,7 +42,10 @@ class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Inputs and outputs (CLI positionals and --out; may also be set in the YAML).
-    inputs: list[str] = Field(default_factory=list, description="video files, folders (searched recursively) or globs")
+    inputs: list[str] = Field(
+        default_factory=list,
+        description="video files, folders (searched recursively) or globs; or URIs of them (s3://, gs://, https://, file://)",
+    )
     out: Optional[str] = Field(None, description="output folder (shards/, index/, rejects/, manifest.json)")
 
     # Ray.
@@ -91,6 +95,10 @@ class CurateConfig(BaseModel):
     probe_timeout_s: float = Field(60.0, gt=0, description="ffprobe timeout per file")
     decode_timeout_s: float = Field(120.0, gt=0, description="decode timeout per unit, plus 2 s per second of video")
     tmp_dir: Optional[str] = Field(None, description="scratch folder for encoded clips (default: system temp)")
+    input_cache_dir: Optional[str] = Field(
+        None, description="where each node keeps copies of URI sources (default: <system temp>/kvid-inputs)"
+    )
+    input_cache_gb: float = Field(50.0, gt=0, description="size cap of that cache per node; least recently used copies go first")
 
     # Motion.
     motion_backend: str = Field(
@@ -124,6 +132,16 @@ class CurateConfig(BaseModel):
     def _motion_backend(cls, v: str) -> str:
         if v not in MOTION_BACKENDS:
             raise ValueError(f"must be one of {', '.join(MOTION_BACKENDS)}")
+        return v
+
+    @field_validator("out")
+    @classmethod
+    def _out(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and is_uri(v):
+            raise ValueError(
+                "must be a folder path (local or a shared mount): shards are committed with atomic "
+                "renames, which object stores lack; write there, then sync the finished folder"
+            )
         return v
 
     @field_validator("motion_device", "caption_device")
@@ -183,6 +201,7 @@ class CurateConfig(BaseModel):
             reject_decode_errors=self.reject_decode_errors,
             probe_timeout_s=self.probe_timeout_s,
             tmp_dir=self.tmp_dir,
+            input_cache=InputCache(self.input_cache_dir, self.input_cache_gb),
         )
 
 

@@ -25,7 +25,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from curate import shards
+from curate import remote, shards
 from curate.ffmpeg import require_binaries
 from curate.stages import KVID_VERSION, CurateParams, analyze_work_unit, plan_source, transcode_record
 from pipelines import rows as R
@@ -47,19 +47,33 @@ class InputError(ValueError):
     pass
 
 
+def _input_exists(item: str) -> bool:
+    if remote.is_uri(item):
+        try:
+            return remote.uri_exists(item)
+        except remote.RemoteError as e:
+            raise InputError(str(e)) from e
+    return os.path.exists(item) or bool(glob.has_magic(item) and glob.glob(item, recursive=True))
+
+
 def _check_inputs(inputs: list[str]) -> None:
-    missing = [i for i in inputs if not os.path.exists(i) and not (glob.has_magic(i) and glob.glob(i, recursive=True))]
+    missing = [i for i in inputs if not _input_exists(i)]
     if missing:
         raise InputError("no such file, folder or glob match: " + ", ".join(repr(m) for m in missing))
 
 
 def iter_inputs(inputs: list[str]) -> Iterator[str]:
     """Files as given, folders searched recursively for video extensions (sorted per folder),
-    globs expanded; absolute paths, streamed so a million files never sit in a list.
+    globs expanded, for paths and URIs alike; absolute paths, streamed so a million files never sit in a list.
     Raises InputError up front naming what matched nothing."""
     _check_inputs(inputs)
     for item in inputs:
-        if os.path.isdir(item):
+        if remote.is_uri(item):
+            try:
+                yield from remote.iter_uri(item, VIDEO_EXTENSIONS)  # URIs stay URIs: every node reads them
+            except OSError as e:
+                raise InputError(f"cannot list {item}: {e}") from e
+        elif os.path.isdir(item):
             for root, dirs, files in os.walk(item):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for f in sorted(files):

@@ -88,8 +88,11 @@ def test_clips_are_24fps_capped_and_counted(curated):
         assert r["duration_s"] >= 2.0 and r["aspect_ratio"] == pytest.approx(r["width"] / r["height"])
         assert r["shard"] and r["shard_size"] > 0 and r["config_hash"] and r["kvid_version"]
     kept = by_source(index)
-    (rot,) = kept["issue-134-rotate.mp4"]
-    assert (rot["width"], rot["height"]) == (544, 1280)
+    # Hard cuts at frames 90 and 210 (checked by eye); the 30-frame tail is too short.
+    rotated = sorted(kept["issue-134-rotate.mp4"], key=lambda r: r["start_frame"])
+    assert [(r["start_frame"], r["end_frame"]) for r in rotated] == [(0, 90), (90, 210)]
+    assert (rotated[0]["width"], rotated[0]["height"]) == (544, 1280)  # upright: portrait
+    assert rotated[1]["width"] == 544 and rotated[1]["height"] in range(1220, 1281)  # this shot has thin bars
     (box,) = kept["letterbox.mp4"]
     assert abs(box["height"] - 520) <= 2 and box["crop_y"] in range(98, 103)
     (big,) = kept["big.mp4"]
