@@ -30,10 +30,11 @@ def source_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def source_id(path: str) -> str:
-    """A source's identity: its path and its content. Two copies of one video are two
-    sources (each accounted for); a file whose content changed is a new source."""
-    return short_hash(os.path.abspath(path), source_fingerprint(path))
+def source_id(name: str, content_path: str) -> str:
+    """A source's identity: its name (absolute path or URI) and its content, read from
+    ``content_path`` (the file itself, or a staged copy of a URI). Two copies of one video
+    are two sources (each accounted for); a file whose content changed is a new source."""
+    return short_hash(name, source_fingerprint(content_path))
 
 
 def config_hash(settings: dict) -> str:

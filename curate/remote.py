@@ -30,6 +30,11 @@ def is_uri(source: str) -> bool:
     return bool(_URI.match(source))
 
 
+def source_name(source: str) -> str:
+    """How a source is named in records and ids: a URI as given, a path made absolute."""
+    return source if is_uri(source) else os.path.abspath(source)
+
+
 class RemoteError(OSError):
     """A URI that cannot be read: unknown scheme, missing filesystem package, no access."""
 
@@ -60,13 +65,15 @@ def filesystem(uri: str):
 def iter_uri(uri: str, extensions: frozenset[str] | set[str]) -> Iterator[str]:
     """The video files a URI names: itself, a folder's videos (recursively), or glob matches."""
     fs, path = filesystem(uri)
+    # detail=True: the listing already says what is a file (no request per entry).
     if glob.has_magic(path):
-        candidates = [p for p in sorted(fs.glob(path)) if fs.isfile(p)]
+        candidates = sorted(p for p, info in fs.glob(path, detail=True).items() if info.get("type") == "file")
     elif fs.isdir(path):
-        candidates = [
-            p for p in sorted(fs.find(path))
-            if not os.path.basename(p).startswith(".") and os.path.splitext(p)[1].lower() in extensions
-        ]
+        candidates = sorted(
+            p for p, info in fs.find(path, detail=True).items()
+            if info.get("type") == "file" and not os.path.basename(p).startswith(".")
+            and os.path.splitext(p)[1].lower() in extensions
+        )
     elif fs.exists(path):
         candidates = [path]
     else:
@@ -105,6 +112,7 @@ def staged(source: str, cache: InputCache) -> Iterator[str]:
     os.makedirs(folder, exist_ok=True)
     local = os.path.join(folder, key + os.path.splitext(path)[1].lower()[:8])
     with open(local + _LOCK, "a+b") as lock:
+        downloaded = False
         while True:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (os.path.isfile(local) and os.path.getsize(local) == size):
@@ -112,6 +120,7 @@ def staged(source: str, cache: InputCache) -> Iterator[str]:
                 try:
                     fs.get_file(path, tmp)
                     os.replace(tmp, local)
+                    downloaded = True
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
@@ -121,7 +130,8 @@ def staged(source: str, cache: InputCache) -> Iterator[str]:
             fcntl.flock(lock, fcntl.LOCK_SH)
             if os.path.isfile(local):
                 break
-        evict(cache, keep=local)
+        if downloaded:  # only a download grows the cache; a hit need not scan it
+            evict(cache, keep=local)
         yield local
 
 

@@ -17,7 +17,7 @@ from curate.borders import Crop
 from curate.ffmpeg import FFmpegError
 from curate.filters import FilterParams, Rejection, check_scene, check_source
 from curate.probe import ProbeError, VideoInfo, probe
-from curate.remote import InputCache, is_uri, staged
+from curate.remote import InputCache, source_name, staged
 from curate.schema import ClipRecord
 from curate.transcode import TranscodeParams, output_frames, output_size, transcode_scene
 
@@ -102,20 +102,23 @@ def plan_source(
     Returns (units still to do, reject records). Units in ``done_units`` are left out.
     """
     cfg_hash = params.config_hash()
-    # The id of a source that cannot be read: its name alone.
-    source_id = "path-" + ids.short_hash(source if is_uri(source) else os.path.abspath(source))
+    name = source_name(source)
+    source_id = "path-" + ids.short_hash(name)  # the id of a source that cannot be read
     try:
         with staged(source, params.input_cache) as local:
             if os.path.isfile(local):  # never fingerprint a FIFO or device: it can block forever
-                # A path's identity is the path and its content; a URI's, the URI and the content.
-                source_id = ids.short_hash(source, ids.source_fingerprint(local)) if is_uri(source) else ids.source_id(local)
+                source_id = ids.source_id(name, local)
             info = probe(local, timeout=params.probe_timeout_s)
     except ProbeError as e:
-        return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, e.reason, e.message)]
+        reason, message = e.reason, e.message
     except FileNotFoundError as e:
-        return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, schema.REASON_MISSING, str(e))]
-    except OSError as e:
-        return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, schema.REASON_UNREADABLE, str(e))]
+        reason, message = schema.REASON_MISSING, str(e)
+    except OSError as e:  # e.g. permissions, an unknown URI scheme, a storage error
+        reason, message = schema.REASON_UNREADABLE, str(e)
+    else:
+        reason = None
+    if reason:
+        return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, reason, message)]
     rejection = check_source(info, params.filters)
     if rejection:
         rec = _source_record(source, source_id, cfg_hash, info)
