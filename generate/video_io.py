@@ -109,7 +109,7 @@ def probe_video(path: str | os.PathLike) -> dict[str, Any]:
         exe, "-v", "error", "-select_streams", "v:0", "-count_frames",
         "-show_entries", "stream=width,height,nb_read_frames,avg_frame_rate", "-of", "json", str(path),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
         raise VideoIOError(f"ffprobe failed on {path}: {proc.stderr.strip()}")
     import json
@@ -130,7 +130,7 @@ def first_frame_from_mp4_bytes(data: bytes, name: str = "clip") -> Image.Image:
             _ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(src), "-frames:v", "1",
             "-f", "image2pipe", "-vcodec", "png", "pipe:1",
         ]
-        proc = subprocess.run(cmd, capture_output=True)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
     if proc.returncode != 0 or not proc.stdout:
         raise VideoIOError(f"could not decode the first frame of {name}: {proc.stderr.decode(errors='replace').strip()}")
     return Image.open(io.BytesIO(proc.stdout)).convert("RGB")

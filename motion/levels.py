@@ -32,12 +32,9 @@ class MotionLevelsError(ValueError):
 
 
 def kvid_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from curate.version import KVID_VERSION
 
-    try:
-        return version("kvid")
-    except PackageNotFoundError:
-        return "unknown"
+    return KVID_VERSION
 
 
 def _check_percentiles(percentiles: Mapping[str, float] | None) -> dict[str, float]:

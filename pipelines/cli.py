@@ -41,7 +41,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from pipelines.curate import InputError, format_summary, run_curate
+    from pipelines.curate import CurateInterrupted, format_summary, run_curate
+    from pipelines.inputs import InputError
 
     overrides = overrides_from_args(args)
     if args.inputs:
@@ -52,6 +53,9 @@ def cmd_curate(args: argparse.Namespace) -> int:
         summary = run_curate(cfg, show_progress=None if not args.quiet else False)
     except InputError as e:
         raise ConfigError(str(e)) from e
+    except CurateInterrupted as e:
+        print(format_summary(e.summary))
+        raise
     print(format_summary(summary))
     return 0
 
@@ -155,16 +159,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _guard(fn) -> int:
     """Expected failures print one clear message, not a traceback."""
+    from curate.shards import OutputBusy, OutputFull
+
     try:
         return int(fn() or 0)
     except ConfigError as e:
         print(f"kvid: error: {e}", file=sys.stderr)
         return 2
+    except (OutputBusy, OutputFull) as e:
+        print(f"kvid: error: {e.args[-1]}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("kvid: interrupted; re-run the same command to resume", file=sys.stderr)
+        print("kvid: interrupted; finished work is committed: re-run the same command to resume", file=sys.stderr)
         return 130
     except RuntimeError as e:
         if os.environ.get("KVID_TRACEBACK"):

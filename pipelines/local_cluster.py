@@ -79,14 +79,14 @@ class LocalCluster:
         ]
 
     def _start(self, args: list[str]) -> None:
-        out = subprocess.run([self.ray, "start", *args, *self._node_args()], env=self.env,
+        out = subprocess.run([self.ray, "start", *args, *self._node_args()], env=self.env, stdin=subprocess.DEVNULL,
                              capture_output=True, text=True, timeout=180)
         if out.returncode != 0:
             self.stop()
             raise RuntimeError(f"ray start failed: {out.stderr[-2000:]}")
 
     def start(self) -> "LocalCluster":
-        subprocess.run([self.ray, "get-auth-token", "--generate"], env=self.env, capture_output=True, timeout=60)
+        subprocess.run([self.ray, "get-auth-token", "--generate"], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
         self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"])
         for i in range(1, self.nodes):
             self._start([f"--address={self.address}", f"--resources={json.dumps({f'node{i + 1}': 1})}"])

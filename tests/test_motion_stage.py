@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from curate import schema
+from curate.stage import Resources
 from motion import MotionStage, score_video, get_backend
 
 try:
@@ -151,7 +152,7 @@ def test_stage_options_are_validated():
     with pytest.raises(ValueError, match="preset"):
         MotionStage(backend="dis", dis_preset="turbo").setup()
     s = MotionStage(backend="farneback", batch_size=8)
-    assert s.batch_size == 8 and s.resources == {"num_cpus": 1.0, "num_gpus": 0}
+    assert s.batch_size == 8 and s.resources == Resources(cpus=1.0, gpus=0)
 
 
 def test_stage_pickles_without_its_model_and_motion_imports_no_torch():
