@@ -11,6 +11,8 @@ rate and ETA; in a log (no terminal) a line a minute; ``-q`` silences both.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 import threading
 import time
@@ -87,7 +89,12 @@ class CurateProgress:
         from tqdm import tqdm
 
         self._durations.wait_for_first(2.0)
-        self._bar = tqdm(total=None, unit="s", desc="curate", dynamic_ncols=True, bar_format=_NO_TOTAL)
+        # A terminal nobody sized (a bare pty) reports 0x0: tqdm would draw nothing there.
+        size = os.get_terminal_size(sys.stderr.fileno())
+        fallback = shutil.get_terminal_size()
+        shape = {"dynamic_ncols": True} if size.columns > 0 and size.lines > 0 else {
+            "ncols": fallback.columns, "nrows": fallback.lines}
+        self._bar = tqdm(total=None, unit="s", desc="curate", bar_format=_NO_TOTAL, **shape)
         self._refresh()
 
     def row(self, rec: ClipRecord, admitted: bool, source_done: bool) -> None:

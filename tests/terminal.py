@@ -13,6 +13,7 @@ import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -27,6 +28,8 @@ class Terminal:
 
     def __init__(self, args: list[str], cwd: str | os.PathLike | None = None, env: dict | None = None):
         master, slave = pty.openpty()
+        # A person's terminal has a size (a bare pty is 0x0, where progress bars draw nothing).
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
 
         def controlling_tty() -> None:
             os.setsid()

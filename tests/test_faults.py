@@ -165,6 +165,7 @@ def _assert_nothing_partial(out: Path) -> None:
             pq.read_table(part)
 
 
+@pytest.mark.cluster
 def test_pipeline_runs_on_a_two_node_cluster(cluster, reference):
     # The cluster really has two nodes (the second with its own resource).
     script = (f"import ray; ray.init(address={cluster.address!r}); "
@@ -173,6 +174,7 @@ def test_pipeline_runs_on_a_two_node_cluster(cluster, reference):
     assert out.stdout.split()[-2:] == ["2", "1.0"], out.stderr[-2000:]
 
 
+@pytest.mark.cluster
 def test_killed_worker_loses_and_duplicates_nothing(cluster, cluster_inputs, reference, tmp_path):
     out = tmp_path / "out"
     proc = run_driver(cluster, cluster_inputs, out, wait=False)
@@ -191,6 +193,7 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, cluster_inputs, ref
     assert dataset(out) == reference
 
 
+@pytest.mark.cluster
 def test_sigkilled_driver_then_rerun_equals_a_clean_run(cluster, cluster_inputs, reference, tmp_path):
     out = tmp_path / "out"
     proc = run_driver(cluster, cluster_inputs, out, wait=False)
@@ -208,6 +211,7 @@ def test_sigkilled_driver_then_rerun_equals_a_clean_run(cluster, cluster_inputs,
     assert manifest["status"] == "complete"
 
 
+@pytest.mark.cluster
 def test_killed_node_loses_and_duplicates_nothing(cluster, cluster_inputs, reference, tmp_path):
     out = tmp_path / "out"
     proc = run_driver(cluster, cluster_inputs, out, wait=False)
