@@ -52,7 +52,10 @@ def sources(tmp_path_factory) -> dict[tuple, str]:
     return out
 
 
-@pytest.mark.parametrize("size, sar, rotated", CASES, ids=[f"{s[0]}x{s[1]}@{a[0]}:{a[1]}{'-rot' if r else ''}" for s, a, r in CASES])
+CASE_IDS = [f"{s[0]}x{s[1]}@{a[0]}:{a[1]}{'-rot' if r else ''}" for s, a, r in CASES]
+
+
+@pytest.mark.parametrize("size, sar, rotated", CASES, ids=CASE_IDS)
 def test_clip_is_square_pixels_at_display_aspect(sources, size, sar, rotated):
     info = probe(sources[(size, sar, rotated)])
     want = display_aspect(size, sar, rotated)
@@ -99,7 +102,8 @@ def test_curate_end_to_end(tmp_path, ray_local):
     src = tmp_path / "in"
     src.mkdir()
     wide = synthetic.anamorphic_video(str(src / "pal_wide.mp4"), (704, 576), (16, 11), duration_s=2.5)
-    turned = synthetic.anamorphic_video(str(src / "pal_wide_rot.mp4"), (704, 576), (16, 11), duration_s=2.5, rotate=True)
+    turned = synthetic.anamorphic_video(str(src / "pal_wide_rot.mp4"), (704, 576), (16, 11), duration_s=2.5,
+                                        rotate=True)
     cfg = build_config({}, {"inputs": [str(src)], "out": str(tmp_path / "out"), "motion_backend": "none",
                             "caption_model": "none"})
     run_curate(cfg, show_progress=False)
