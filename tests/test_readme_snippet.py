@@ -7,6 +7,7 @@ import re
 import tarfile
 
 from conftest import ROOT
+
 from curate import shards, synthetic
 
 
