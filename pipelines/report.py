@@ -298,6 +298,20 @@ def settings_html(manifest: dict) -> str:
     )
 
 
+def settings_text(manifest: dict) -> str:
+    """One line per group of SETTINGS_SHOWN, and whether captioning was on."""
+    config = manifest.get("config") or {}
+    if not config:
+        return "settings: unknown (manifest.json has no config)"
+    lines = ["settings of the last run:"]
+    for title, keys in SETTINGS_SHOWN:
+        values = ", ".join(f"{k} {json.dumps(config[k])}" for k in keys if k in config)
+        lines.append(f"  {title + ':':<20} {values}")
+    if captioning_off(manifest):
+        lines.append("  captioning was off (caption_model none): captions are empty; `kvid caption OUT` adds them")
+    return "\n".join(lines)
+
+
 def write_html(out_dir: str, s: dict, thumbs: int) -> str:
     manifest = read_manifest(out_dir)
     e = html.escape
@@ -347,6 +361,7 @@ def inspect_output(out_dir: str, html: bool = True, open_browser: bool = False, 
         raise ConfigError(f"{out_dir} is not a kvid output folder (no index/ or manifest.json)")
     s = summarize(out_dir)
     print(format_text(s, out_dir))
+    print(settings_text(read_manifest(out_dir)))
     if html:
         path = write_html(out_dir, s, thumbs)
         print(f"report: {path}")

@@ -150,3 +150,11 @@ def test_settings_are_shown(report):
                     rows[cells[0]] = cells[1]
     assert rows["min_duration_s"] == "2.0" and rows["min_fps"] == "23.0" and rows["min_side"] == "128"
     assert rows["caption_model"] == '"none"' and rows["fps"] == "24.0"
+
+
+def test_text_summary_names_the_settings(report, capsys):
+    out, _, _, _ = report
+    assert inspect_output(str(out), html=False) == 0
+    text = capsys.readouterr().out
+    assert "min_duration_s 2.0" in text and "min_fps 23.0" in text
+    assert "captioning was off" in text
