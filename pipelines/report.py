@@ -350,7 +350,8 @@ whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
 {reject_rows}</table>
 </body></html>"""
     path = os.path.join(out_dir, REPORT)
-    shards.atomic_write_bytes(path, page.encode("utf-8"))
+    # "replace": a file name that is not valid UTF-8 must not sink the page
+    shards.atomic_write_bytes(path, page.encode("utf-8", "replace"))
     return path
 
 
