@@ -135,6 +135,32 @@ def rotated_copy(src: str, dst: str) -> str:
     return dst
 
 
+def anamorphic_video(
+    path: str,
+    size: tuple[int, int],
+    sar: tuple[int, int],
+    duration_s: float = 1.0,
+    fps: float = 25,
+    content_w: int | None = None,
+    rotate: bool = False,
+    enc: Encoding = Encoding(),
+) -> str:
+    """A stream of ``size`` coded pixels whose pixels are ``sar`` (num, den) wide: shown at
+    ``size[0] * num / den`` x ``size[1]``, as DVD and HDV store 16:9 and 4:3 pictures.
+    ``content_w``: only the central ``content_w`` coded columns hold a picture, the rest is
+    black (pillarbox bars in coded pixels). ``rotate``: the track also carries a 90 degree
+    display matrix (the pixel aspect then belongs to the coded frame, before the turn)."""
+    w, h = size
+    cw = content_w or w
+    graph = f"[0:v]pad={w}:{h}:{(w - cw) // 2}:0:black,setsar={sar[0]}/{sar[1]},format=yuv420p[v]"
+    target = path + ".upright.mp4" if rotate else path
+    _render(target, [f"testsrc2=size={cw}x{h}:rate={fps}"], graph, duration_s, enc)
+    if rotate:
+        rotated_copy(target, path)
+        os.unlink(target)
+    return path
+
+
 # --- broken inputs --------------------------------------------------------------------------
 
 

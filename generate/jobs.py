@@ -10,7 +10,7 @@ Example (relative paths are resolved against the YAML file's folder)::
     dtype: auto                             # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
     offload: auto                           # auto | none | text_encoder | model
     defaults:                               # shared by every job, each job may override
-      fps: medium
+      fps: low                              # the default; medium / high: more frames
       motion: medium
       seed: 0
     jobs:
@@ -85,6 +85,12 @@ class JobParams(BaseModel):
 
 
 _PARAM_FIELDS = set(JobParams.model_fields)
+
+# `weights: random:tiny` is a smoke test of the whole path (YAML -> pipeline -> mp4), not a
+# picture: at the default 512x512 its 50 + 10 steps take minutes on a small CPU, at 64x64
+# seconds. It uses this size unless the defaults block or the job sets width / height.
+SMOKE_WEIGHTS = "random:tiny"
+SMOKE_SIZE = 64
 
 
 class IndexSource(BaseModel):
@@ -216,6 +222,8 @@ def expand_jobs(cfg: GenerateConfig, base: Path) -> list[ResolvedJob]:
     from .video_io import read_curated_index
 
     defaults = cfg.defaults.model_dump()
+    if cfg.weights == SMOKE_WEIGHTS:
+        defaults.update({k: SMOKE_SIZE for k in ("width", "height") if k not in cfg.defaults.model_fields_set})
     out: list[ResolvedJob] = []
     for i, job in enumerate(cfg.jobs):
         merged = {**defaults, **job.overrides()}

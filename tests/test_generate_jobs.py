@@ -127,7 +127,7 @@ def test_help_teaches_the_job_format(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--help"])
     text = capsys.readouterr().out
-    for needle in ("jobs:", "prompt:", "image:", "index:", "motion_levels:", "--offload", "fps: medium", "weights:"):
+    for needle in ("jobs:", "prompt:", "image:", "index:", "motion_levels:", "--offload", "fps: low", "weights:"):
         assert needle in text
 
 
