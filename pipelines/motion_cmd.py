@@ -57,9 +57,10 @@ def recompute(args: argparse.Namespace) -> int:
     cfg = folder_config(args.dir, args, keys)
     if not cfg.motion_enabled:
         raise ConfigError("--backend none would remove the scores; pick raft, raft_small, dis or farneback")
-    from pipelines.curate import check_models, on_cluster
+    from pipelines.curate import on_cluster
+    from pipelines.preflight import preflight
 
-    check_models(cfg.model_copy(update={"caption_model": "none"}))  # missing weights stop here
+    preflight(cfg.model_copy(update={"caption_model": "none"}))  # missing weights stop here
 
     def add_stages(ds):
         c = on_cluster(cfg)
@@ -79,7 +80,9 @@ def recompute(args: argparse.Namespace) -> int:
 def levels(args: argparse.Namespace) -> int:
     from curate import shards
     from motion.levels import MotionLevelsError, read_levels, write_levels
+    from pipelines.preflight import require_kvid_folder
 
+    require_kvid_folder(args.dir)
     rows = shards.read_index(args.dir, ["motion_score", "motion_backend", "motion_size"]).to_pylist()
     scored = [r for r in rows if r["motion_score"] is not None]
     if not scored:
