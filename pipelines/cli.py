@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -31,6 +32,53 @@ output:
   OUT/rejects/*.parquet           one row per rejected source or scene, with stage and reason
   OUT/manifest.json               effective config, versions, counts, runs
 """
+
+
+class UsageError(ConfigError):
+    """A command line argparse refused (unknown flag, bad choice, missing argument)."""
+
+
+class KvidArgumentParser(argparse.ArgumentParser):
+    """argparse with kvid's error style: one line naming the problem, not a usage dump.
+
+    Flags must be spelled in full (allow_abbrev off): an abbreviation that works today
+    would change meaning or break when a flag with the same prefix is added, and a
+    mistyped flag gets a "did you mean" instead of silently matching another one.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command that was given: `kvid motion recompute` -> its parser."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[name]
+
+
+def unknown_arguments_message(parser: argparse.ArgumentParser, rest: list[str]) -> str:
+    """One line for arguments ``parser`` does not take, with the closest flag for each typo."""
+    flags = [opt for action in parser._actions for opt in action.option_strings]
+    unknown = [a for a in rest if a.startswith("-") and a != "-"]
+    if not unknown:
+        return f"unrecognized arguments: {' '.join(rest)} (see `{parser.prog} --help`)"
+    parts = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        # An abbreviation means the flags it starts; else the closest spelling (a typo).
+        meant = [f for f in flags if f.startswith(flag) and len(flag) > 2] or difflib.get_close_matches(
+            flag, flags, n=1, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(meant[:3])}?" if meant and len(meant) <= 3 else ""
+        parts.append(f"unknown flag {flag}{hint}")
+    return "; ".join(parts) + f" (see `{parser.prog} --help`)"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -79,7 +127,7 @@ def _lazy_command(module: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = KvidArgumentParser(
         prog="kvid",
         description="Build text-to-video training data from raw video (curate, motion, caption, "
         "shards) and generate video with Kandinsky Video 1.1.",
@@ -137,24 +185,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, run = parse_command(argv)
+    except UsageError as e:
+        print(f"kvid: error: {e}", file=sys.stderr)
+        return 2
+    if run is None:
+        build_parser().print_help()
+        return 2
+    _setup_logging(args.verbose)
+    return _guard(run)
+
+
+def parse_command(argv: list[str]):
+    """(args, the command to run) for ``argv``; run is None when no command was given.
+    Raises UsageError for anything argparse refuses, unknown flags included."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    # -v/--verbose belongs to `kvid`, but people also put it after the command.
+    if "-v" in rest or "--verbose" in rest:
+        args.verbose = True
+        rest = [a for a in rest if a not in ("-v", "--verbose")]
     lazy = getattr(args, "lazy", None)
     if lazy:
         # Build the owning package's parser now (it may import torch etc.) and reparse.
         add_arguments, run = _lazy_command(lazy)
-        sub = argparse.ArgumentParser(prog=f"kvid {args.command}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = KvidArgumentParser(prog=f"kvid {args.command}", formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(sub)
-        sub_args = sub.parse_args(rest)
-        _setup_logging(args.verbose)
-        return _guard(lambda: run(sub_args))
+        sub_args, sub_rest = sub.parse_known_args(rest)
+        if sub_rest:
+            raise UsageError(unknown_arguments_message(chosen_parser(sub, sub_args), sub_rest))
+        return args, lambda: run(sub_args)
     if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        raise UsageError(unknown_arguments_message(chosen_parser(parser, args), rest))
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    _setup_logging(args.verbose)
-    return _guard(lambda: args.func(args))
+        return args, None
+    return args, lambda: args.func(args)
 
 
 def _guard(fn) -> int:

@@ -8,7 +8,9 @@ effective config is written into the output's manifest.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import typing
 from typing import Literal, Optional
 
 import yaml
@@ -20,8 +22,12 @@ from curate.filters import FilterParams
 from curate.remote import InputCache, is_uri
 from curate.stages import CurateParams
 from curate.transcode import TranscodeParams
+from motion.backends import ALIASES as MOTION_ALIASES
+from motion.backends import BACKENDS as FLOW_BACKENDS
+from motion.backends import canonical_backend_name
 
-MOTION_BACKENDS = ("none", "raft", "raft_large", "raft_small", "dis", "farneback")
+# The backends live in motion/backends.py; "none" turns motion scoring off.
+MOTION_BACKENDS = ("none", *MOTION_ALIASES, *FLOW_BACKENDS)
 DEFAULT_CAPTION_MODEL = "llava-hf/LLaVA-NeXT-Video-7B-hf"
 
 # Fields that decide which clips exist and what their bytes are. Resuming into an output
@@ -32,6 +38,9 @@ OUTPUT_FIELDS = (
     "min_side", "min_fps", "max_fps", "max_side", "fps", "max_short_side", "codec", "crf",
     "preset", "chunk_s", "reject_decode_errors",
 )
+# Fields that decide the units of the motion scores (which flow method, at which size).
+# Scores of two backends or sizes are not comparable, so resuming with others is refused too.
+MOTION_FIELDS = ("motion_backend", "motion_size")
 
 
 class ConfigError(ValueError):
@@ -102,7 +111,9 @@ class CurateConfig(BaseModel):
 
     # Motion.
     motion_backend: str = Field(
-        "raft", description="motion score backend: raft (= raft_large), raft_small, dis, farneback or none"
+        "raft",
+        description="motion score backend: raft (= raft_large), raft_small, dis, farneback or none",
+        json_schema_extra={"choices": MOTION_BACKENDS},
     )
     motion_size: int = Field(256, ge=16, description="short side (px) the flow is computed at; scores are in px/frame at it")
     motion_stride: int = Field(1, ge=1, description="use every k-th consecutive frame pair (long clips)")
@@ -168,6 +179,11 @@ class CurateConfig(BaseModel):
     def output_settings(self) -> dict:
         return {k: getattr(self, k) for k in OUTPUT_FIELDS}
 
+    def motion_units(self) -> dict:
+        """What the motion scores' units depend on, aliases resolved (``raft`` = ``raft_large``);
+        the size is left out when motion is off (there are no scores)."""
+        return motion_units(self.model_dump())
+
     def curate_params(self) -> CurateParams:
         return CurateParams(
             analysis=AnalysisParams(
@@ -205,16 +221,77 @@ class CurateConfig(BaseModel):
         )
 
 
+def motion_units(config: dict) -> dict:
+    """``motion_units`` of a config dict (a manifest's ``config``). A manifest written before
+    the backend was recorded gives what it has; an unknown backend name is kept as written."""
+    backend = config.get("motion_backend")
+    if backend is None:
+        return {}
+    if backend == "none":
+        return {"motion_backend": "none"}
+    try:
+        backend = canonical_backend_name(backend)
+    except ValueError:
+        pass
+    units = {"motion_backend": backend}
+    if "motion_size" in config:
+        units["motion_size"] = config["motion_size"]
+    return units
+
+
+def resume_problem(cfg: CurateConfig, manifest: dict | None) -> str | None:
+    """Why curating ``cfg`` into the folder of ``manifest`` would mix two datasets, or None.
+
+    Compares the clip-defining settings (OUTPUT_FIELDS) and the motion score units
+    (MOTION_FIELDS, as the manifest records them after `kvid motion recompute` too)."""
+    if not manifest:
+        return None
+    before = manifest.get("config", {})
+    changed = [(k, before[k], v) for k, v in cfg.output_settings().items() if k in before and before[k] != v]
+    old_units, new_units = motion_units(before), cfg.motion_units()
+    changed += [(k, old_units[k], new_units[k]) for k in MOTION_FIELDS
+                if k in old_units and k in new_units and old_units[k] != new_units[k]]
+    if not changed:
+        return None
+    diffs = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed)
+    advice = "use a new --out folder, or the same settings as before"
+    if any(k in MOTION_FIELDS for k, _, _ in changed):
+        advice += (f" (the folder's motion scores are {_describe_units(old_units)}; to change them for every clip, "
+                   f"run `kvid motion recompute {cfg.out} --backend B --size N` first)")
+    return f"{cfg.out} was written with different settings ({diffs}). Resuming would mix two datasets: {advice}."
+
+
+def _describe_units(units: dict) -> str:
+    if units.get("motion_backend") == "none":
+        return "absent (motion_backend none)"
+    size = f" at {units['motion_size']} px" if "motion_size" in units else ""
+    return f"{units['motion_backend']}{size}"
+
+
 def _format_error(e: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration ({origin}):"]
+    """Every problem on one line (``kvid: error: ...``), each naming its key and flag."""
+    lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         flag = "--" + key.replace("_", "-")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (see `kvid curate --help` for the keys)"
-        lines.append(f"  {key} ({flag}): {msg}")
-    return "\n".join(lines)
+            hint = suggest(key, list(CurateConfig.model_fields))
+            msg = f"unknown key; did you mean {hint}?" if hint else "unknown key (`kvid curate --help` lists the keys)"
+            lines.append(f"{key}: {msg}")
+            continue
+        lines.append(f"{key} ({flag}): {msg}")
+    return f"invalid configuration ({origin}): " + "; ".join(lines)
+
+
+def suggest(word: str, known: list[str]) -> str | None:
+    """The known name ``word`` most likely meant: the same name spelled with - or _ the
+    other way, else the closest match (typos), else None."""
+    for sep_from, sep_to in (("-", "_"), ("_", "-")):
+        if word.replace(sep_from, sep_to) in known:
+            return word.replace(sep_from, sep_to)
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def load_yaml(path: str) -> dict:
@@ -249,6 +326,27 @@ def _is_bool(annotation) -> bool:
     return annotation is bool
 
 
+def field_choices(name: str) -> tuple | None:
+    """The allowed values of a field: its Literal values, or ``choices`` in its schema extra."""
+    field = CurateConfig.model_fields[name]
+    if typing.get_origin(field.annotation) is Literal:
+        return typing.get_args(field.annotation)
+    extra = field.json_schema_extra
+    return tuple(extra["choices"]) if isinstance(extra, dict) and "choices" in extra else None
+
+
+def field_help(name: str) -> str:
+    """The flag's help: the description and its default, said once (a description that
+    explains its own default, e.g. "(default: all)", keeps its words). Choices show in the
+    flag's metavar."""
+    field = CurateConfig.model_fields[name]
+    default = field.default if field.default_factory is None else field.default_factory()
+    text = field.description or ""
+    if "default" not in text.lower() and default is not None and default != []:
+        text += f" (default: {default})"
+    return text
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add one --flag per config field (except the positionals). Values stay strings here
     and pydantic converts and validates them, so the CLI and YAML share every rule."""
@@ -257,14 +355,20 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if name in _POSITIONAL:
             continue
         flag = "--" + name.replace("_", "-")
-        default = field.default if field.default_factory is None else field.default_factory()
-        help_text = f"{field.description} (default: {default})"
+        help_text = field_help(name)
         if _is_bool(field.annotation):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif choices := field_choices(name):
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=[str(c) for c in choices],
+                               metavar="{" + ",".join(map(str, choices)) + "}", help=help_text)
         else:
             group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The config fields that were given on the command line."""
-    return {k: v for k, v in vars(args).items() if k in CurateConfig.model_fields}
+    """The config fields that were given on the command line. An empty positional list
+    means none were given (a YAML ``inputs:`` then counts), not "no inputs"."""
+    return {
+        k: v for k, v in vars(args).items()
+        if k in CurateConfig.model_fields and not (k in _POSITIONAL and not v)
+    }

@@ -23,8 +23,9 @@ from curate.manifest import dataset_counts, now, read_manifest, tool_versions, w
 from curate.version import KVID_VERSION
 from pipelines import rows as R
 from pipelines.config import ConfigError, CurateConfig
-from pipelines.graph import build_dataset, check_models
+from pipelines.graph import build_dataset
 from pipelines.inputs import InputError, check_inputs, write_todo
+from pipelines.preflight import check_resume, preflight
 from pipelines.progress import CurateProgress
 from pipelines.ray_runtime import ray_session
 
@@ -47,19 +48,6 @@ def check_output_folder(out: str) -> None:
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise ConfigError(f"--out {out}: its parent folder {parent} does not exist")
-
-
-def check_resume_compatible(cfg: CurateConfig, manifest: dict | None) -> None:
-    if not manifest:
-        return
-    before = manifest.get("config", {})
-    changed = [k for k, v in cfg.output_settings().items() if k in before and before[k] != v]
-    if changed:
-        diffs = ", ".join(f"{k}: {before[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
-        raise ConfigError(
-            f"{cfg.out} was written with different settings ({diffs}). Resuming would mix two "
-            "datasets: use a new --out folder, or the same settings as before."
-        )
 
 
 @contextlib.contextmanager
@@ -124,8 +112,8 @@ def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str
     out = cfg.out
     check_output_folder(out)
     manifest = read_manifest(out) if os.path.isdir(out) else None
-    check_resume_compatible(cfg, manifest)
-    check_models(cfg)  # every missing model, before anything is written
+    check_resume(cfg, manifest)
+    preflight(cfg)  # every missing model at once, before anything is written
 
     os.makedirs(out, exist_ok=True)
     with shards.OutputLock(out, "kvid curate"), _sigterm_as_interrupt():

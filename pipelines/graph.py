@@ -18,7 +18,7 @@ from curate.stage import Stage
 from curate.stages import AnalyzeStage, PlanStage, TranscodeStage
 from pipelines import rows as R
 from pipelines.adapter import add_stage
-from pipelines.config import ConfigError, CurateConfig
+from pipelines.config import CurateConfig
 from pipelines.ray_runtime import actor_cpus, cluster_cpus, cluster_device, gpu_count
 
 # --- the stages, built for the cluster (shared by the pipeline and the rewrite commands) ----
@@ -120,24 +120,3 @@ def build_dataset(cfg: CurateConfig, todo_file: str):
     ds = ray.data.read_text(todo_file).map_batches(R.todo_to_batch, batch_format="pyarrow", batch_size=1)
     ds = add_stages(ds, [PlanStage(params), AnalyzeStage(params), TranscodeStage(params)], workers)
     return add_stages(ds, model_stages(cfg), workers)
-
-
-def check_models(cfg: CurateConfig) -> None:
-    """Before any work starts: a missing weights file or model stops the run here, with the
-    fix in the message. RAFT is small and loaded once, on the driver's CPU; the VLM's files
-    are only checked (its actors load it)."""
-    if cfg.motion_enabled:
-        from motion.backends import MotionError
-
-        try:
-            motion_stage(cfg.model_copy(update={"motion_device": "cpu"})).setup()  # RAFT is small: load it here
-        except (MotionError, ValueError) as e:
-            raise ConfigError(str(e)) from e
-    if cfg.caption_enabled:
-        from caption.backends import CaptionModelError, inspect_model
-
-        try:
-            caption_stage(cfg)  # validates the prompt template
-            inspect_model(cfg.caption_model, check_weights=True)
-        except (CaptionModelError, ValueError) as e:
-            raise ConfigError(str(e)) from e

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recompute(args: argparse.Namespace) -> int:
-    from pipelines.graph import add_stages, check_models, model_stages, on_cluster
+    from pipelines.graph import add_stages, model_stages, on_cluster
     from pipelines.rewrite import folder_config, rewrite
 
     keys = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device",
@@ -57,7 +57,9 @@ def recompute(args: argparse.Namespace) -> int:
     cfg = folder_config(args.dir, args, keys, caption_model="none")  # captions are kept as they are
     if not cfg.motion_enabled:
         raise ConfigError("--backend none would remove the scores; pick raft, raft_small, dis or farneback")
-    check_models(cfg)  # missing weights stop here
+    from pipelines.preflight import preflight
+
+    preflight(cfg)  # missing weights stop here
 
     settings = {k: getattr(cfg, k) for k in ("motion_backend", "motion_size", "motion_stride", "motion_weights")}
     summary = rewrite(args.dir, cfg, "motion", settings, lambda ds: add_stages(ds, model_stages(on_cluster(cfg))), show_progress=False if args.quiet else None,
@@ -73,7 +75,9 @@ def recompute(args: argparse.Namespace) -> int:
 def levels(args: argparse.Namespace) -> int:
     from curate import shards
     from motion.levels import MotionLevelsError, read_levels, write_levels
+    from pipelines.preflight import require_kvid_folder
 
+    require_kvid_folder(args.dir)
     rows = shards.read_index(args.dir, ["motion_score", "motion_backend", "motion_size"]).to_pylist()
     scored = [r for r in rows if r["motion_score"] is not None]
     if not scored:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from curate import shards
 from curate.manifest import dataset_counts, now, read_manifest, write_manifest
 from pipelines import rows as R
-from pipelines.config import ConfigError, CurateConfig
+from pipelines.config import CurateConfig, build_config
 
 _REWRITE_INFO = "rewrite.json"
 
@@ -37,9 +37,10 @@ def read_part_op(row: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
 
 def load_config(out_dir: str) -> CurateConfig:
     """The effective config the folder was curated with (from its manifest)."""
-    manifest = read_manifest(out_dir)
-    if not manifest or not os.path.isdir(os.path.join(out_dir, shards.INDEX)):
-        raise ConfigError(f"{out_dir} is not a kvid output folder (no manifest.json or index/)")
+    from pipelines.preflight import require_kvid_folder
+
+    require_kvid_folder(out_dir)
+    manifest = read_manifest(out_dir) or {}
     known = CurateConfig.model_fields
     return CurateConfig(**{k: v for k, v in manifest.get("config", {}).items() if k in known})
 
@@ -47,14 +48,9 @@ def load_config(out_dir: str) -> CurateConfig:
 def folder_config(out_dir: str, args, keys: tuple[str, ...], **forced) -> CurateConfig:
     """The folder's config with the command's options (those given) applied, validated like
     `kvid curate` flags."""
-    from pydantic import ValidationError
-
     cfg = load_config(out_dir)
     updates = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    try:
-        return CurateConfig(**{**cfg.model_dump(), **updates, **forced})
-    except ValidationError as e:
-        raise ConfigError(f"invalid option: {e}") from e
+    return build_config(cfg.model_dump(), {**updates, **forced}, origin="command line")
 
 
 def _prepare_next(out_dir: str, what: dict) -> str:
