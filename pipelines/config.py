@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import os
 import typing
 from typing import Literal, Optional
@@ -20,6 +21,7 @@ from curate.analyze import AnalysisParams
 from curate.borders import BorderParams
 from curate.filters import FilterParams
 from curate.remote import InputCache, is_uri
+from curate.shards import ShardWriter
 from curate.stages import CurateParams
 from curate.transcode import TranscodeParams
 from motion.backends import ALIASES as MOTION_ALIASES
@@ -43,6 +45,14 @@ OUTPUT_FIELDS = (
 MOTION_FIELDS = ("motion_backend", "motion_size")
 
 
+def default(params: type, name: str):
+    """A setting's default, read from the stage parameters that use it: each default is
+    written once, there (the config and the flags derive from it)."""
+    if params is ShardWriter:
+        return inspect.signature(ShardWriter).parameters[name].default
+    return params.__dataclass_fields__[name].default
+
+
 class ConfigError(ValueError):
     """A bad config: the message says which key and what to do."""
 
@@ -64,50 +74,50 @@ class CurateConfig(BaseModel):
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
     workers: Optional[int] = Field(None, ge=1, description="parallel analyse+transcode tasks (default: one per CPU)")
     ffmpeg_threads: int = Field(
-        0, ge=0, description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)"
+        default(TranscodeParams, "threads"), ge=0, description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)"
     )
 
     # Scene detection.
-    scene_detector: Literal["content", "adaptive"] = Field("content", description="PySceneDetect detector")
+    scene_detector: Literal["content", "adaptive"] = Field(default(AnalysisParams, "detector"), description="PySceneDetect detector")
     scene_threshold: Optional[float] = Field(
         None, gt=0, description="detector threshold (default: content 27, adaptive 3.0)"
     )
-    min_scene_len_s: float = Field(0.5, ge=0, description="minimum scene length between cuts, seconds")
-    analysis_width: int = Field(256, ge=32, description="frame width for scene detection (downscaled decode)")
+    min_scene_len_s: float = Field(default(AnalysisParams, "min_scene_len_s"), ge=0, description="minimum scene length between cuts, seconds")
+    analysis_width: int = Field(default(AnalysisParams, "analysis_width"), ge=32, description="frame width for scene detection (downscaled decode)")
 
     # Black borders.
-    crop_borders: bool = Field(True, description="detect and crop letterbox/pillarbox bars")
-    border_black_level: float = Field(24.0, ge=0, le=255, description="mean luma at or below which a line is black")
-    border_min_px: int = Field(4, ge=0, description="bars thinner than this are kept")
-    border_samples_per_s: float = Field(2.0, gt=0, description="full-resolution frames sampled per second for borders")
+    crop_borders: bool = Field(default(AnalysisParams, "borders"), description="detect and crop letterbox/pillarbox bars")
+    border_black_level: float = Field(default(BorderParams, "black_level"), ge=0, le=255, description="mean luma at or below which a line is black")
+    border_min_px: int = Field(default(BorderParams, "min_border_px"), ge=0, description="bars thinner than this are kept")
+    border_samples_per_s: float = Field(default(AnalysisParams, "border_samples_per_s"), gt=0, description="full-resolution frames sampled per second for borders")
 
     # Filters (the statistic is stored on every row; the threshold decides).
-    min_duration_s: float = Field(2.0, ge=0, description="drop scenes shorter than this")
-    min_area: int = Field(256 * 256, ge=0, description="drop clips with fewer pixels (after crop)")
-    min_side: int = Field(128, ge=0, description="drop clips with a side under this (after crop)")
-    min_fps: float = Field(23.0, ge=0, description="drop sources below this frame rate")
-    max_fps: float = Field(240.0, gt=0, description="reject sources above this frame rate as broken")
-    max_side: int = Field(8192, gt=0, description="reject sources with a side above this as broken")
+    min_duration_s: float = Field(default(FilterParams, "min_duration_s"), ge=0, description="drop scenes shorter than this")
+    min_area: int = Field(default(FilterParams, "min_area"), ge=0, description="drop clips with fewer pixels (after crop)")
+    min_side: int = Field(default(FilterParams, "min_side"), ge=0, description="drop clips with a side under this (after crop)")
+    min_fps: float = Field(default(FilterParams, "min_fps"), ge=0, description="drop sources below this frame rate")
+    max_fps: float = Field(default(FilterParams, "max_fps"), gt=0, description="reject sources above this frame rate as broken")
+    max_side: int = Field(default(FilterParams, "max_side"), gt=0, description="reject sources with a side above this as broken")
 
     # Transcode.
-    fps: float = Field(24.0, gt=0, description="output frame rate")
-    max_short_side: int = Field(1080, ge=16, description="scale down so the short side is at most this (never up)")
-    codec: str = Field("libx264", description="ffmpeg video encoder")
-    crf: int = Field(18, ge=0, le=51, description="encoder quality (lower is better)")
-    preset: str = Field("fast", description="encoder speed preset")
+    fps: float = Field(default(TranscodeParams, "fps"), gt=0, description="output frame rate")
+    max_short_side: int = Field(default(TranscodeParams, "max_short_side"), ge=16, description="scale down so the short side is at most this (never up)")
+    codec: str = Field(default(TranscodeParams, "codec"), description="ffmpeg video encoder")
+    crf: int = Field(default(TranscodeParams, "crf"), ge=0, le=51, description="encoder quality (lower is better)")
+    preset: str = Field(default(TranscodeParams, "preset"), description="encoder speed preset")
 
     # Robustness.
-    chunk_s: float = Field(600.0, ge=0, description="analyse long sources in chunks of this many seconds (0 = never)")
+    chunk_s: float = Field(default(CurateParams, "chunk_s"), ge=0, description="analyse long sources in chunks of this many seconds (0 = never)")
     reject_decode_errors: bool = Field(
-        True, description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)"
+        default(CurateParams, "reject_decode_errors"), description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)"
     )
-    probe_timeout_s: float = Field(60.0, gt=0, description="ffprobe timeout per file")
-    decode_timeout_s: float = Field(120.0, gt=0, description="decode timeout per unit, plus 2 s per second of video")
+    probe_timeout_s: float = Field(default(CurateParams, "probe_timeout_s"), gt=0, description="ffprobe timeout per file")
+    decode_timeout_s: float = Field(default(AnalysisParams, "timeout_s"), gt=0, description="decode timeout per unit, plus 2 s per second of video")
     tmp_dir: Optional[str] = Field(None, description="scratch folder for encoded clips (default: system temp)")
     input_cache_dir: Optional[str] = Field(
         None, description="where each node keeps copies of URI sources (default: <system temp>/kvid-inputs)"
     )
-    input_cache_gb: float = Field(50.0, gt=0, description="size cap of that cache per node; least recently used copies go first")
+    input_cache_gb: float = Field(default(InputCache, "max_gb"), gt=0, description="size cap of that cache per node; least recently used copies go first")
 
     # Motion.
     motion_backend: str = Field(
@@ -134,9 +144,9 @@ class CurateConfig(BaseModel):
     caption_device: str = Field("auto", description="auto, cpu or cuda")
 
     # Shards.
-    shard_max_clips: int = Field(1000, ge=1, description="clips per tar shard")
+    shard_max_clips: int = Field(default(ShardWriter, "max_clips"), ge=1, description="clips per tar shard")
     shard_max_mb: float = Field(1024.0, gt=0, description="video megabytes per tar shard")
-    shard_max_open_s: float = Field(600.0, gt=0, description="commit an open shard after this many seconds")
+    shard_max_open_s: float = Field(default(ShardWriter, "max_open_s"), gt=0, description="commit an open shard after this many seconds")
 
     @field_validator("motion_backend")
     @classmethod
