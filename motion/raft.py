@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from motion.backends import FlowBackend, MotionWeightsError, check_pairs, env_flag
+from motion.flow import FlowBackend, MotionWeightsError, check_pairs, env_flag
 
 #: CLI flags named in error messages (pipelines/cli.py maps them to config fields).
 WEIGHTS_FLAG = "--motion-weights"
