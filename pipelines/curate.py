@@ -116,7 +116,7 @@ def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str
     preflight(cfg)  # every missing model at once, before anything is written
 
     os.makedirs(out, exist_ok=True)
-    with shards.OutputLock(out, "kvid curate"), _sigterm_as_interrupt():
+    with shards.OutputLock(out, "kvid curate"):
         return _run_locked(cfg, manifest, show_progress)
 
 
@@ -151,7 +151,8 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
     try:
         if n_todo:
             t_ray = time.monotonic()
-            with ray_session(cfg, os.path.join(out, shards.WORK_DIR)):
+            # Ray's core installs its own SIGTERM handler (it aborts): ours goes in after it.
+            with ray_session(cfg, os.path.join(out, shards.WORK_DIR)), _sigterm_as_interrupt():
                 ray_start_s = time.monotonic() - t_ray
                 _write_all(build_dataset(cfg, todo_file), writer, ledger, state, progress)
         writer.close()

@@ -25,8 +25,11 @@ from pipelines.inputs import iter_todo
 log = logging.getLogger("kvid")
 
 LOG_EVERY_S = 60.0
-_WITH_TOTAL = "{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of video [{elapsed}<{remaining}, {rate_fmt}]{postfix}"
-_NO_TOTAL = "{desc} {n:.0f} s of video [{elapsed}, {rate_fmt}]{postfix}"
+# The rate is seconds of video per second of run, never inverted (tqdm's default shows
+# "48 s/s" for a slow run, meaning seconds per second of video).
+_WITH_TOTAL = ("{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of video "
+               "[{elapsed}<{remaining}, {rate_noinv_fmt}]{postfix}")
+_NO_TOTAL = "{desc} {n:.0f} s of video [{elapsed}, {rate_noinv_fmt}]{postfix}"
 
 
 class SourceSeconds:
