@@ -39,11 +39,16 @@ def tool_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"kvid": KVID_VERSION, "python": platform.python_version()}
-    for pkg in ("ray", "pyarrow", "scenedetect", "torch", "torchvision", "transformers", "webdataset"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
+    # scenedetect is installed as its headless build (scenedetect-headless).
+    for name, dists in (("ray", ["ray"]), ("pyarrow", ["pyarrow"]), ("scenedetect", ["scenedetect-headless", "scenedetect"]),
+                        ("torch", ["torch"]), ("torchvision", ["torchvision"]), ("transformers", ["transformers"]),
+                        ("webdataset", ["webdataset"])):
+        for dist in dists:
+            try:
+                out[name] = md.version(dist)
+                break
+            except md.PackageNotFoundError:
+                pass
     try:
         first = subprocess.run(["ffmpeg", "-version"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                timeout=10).stdout.splitlines()
