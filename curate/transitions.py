@@ -110,14 +110,17 @@ def predict(frames: np.ndarray, device: str = "auto", batch_windows: int = 8) ->
     single, many = [], []
     with torch.inference_mode():
         for w0 in range(0, windows, batch_windows):
-            batch = torch.stack([padded[w * STEP : w * STEP + WINDOW] for w in range(w0, min(windows, w0 + batch_windows))])
+            starts = range(w0 * STEP, min(windows, w0 + batch_windows) * STEP, STEP)
+            batch = torch.stack([padded[s : s + WINDOW] for s in starts])
             one_hot, extra = model(batch.to(dev))
             single.append(torch.sigmoid(one_hot[:, CONTEXT : CONTEXT + STEP, 0]).reshape(-1).float().cpu())
             many.append(torch.sigmoid(extra["many_hot"][:, CONTEXT : CONTEXT + STEP, 0]).reshape(-1).float().cpu())
     return torch.cat(single).numpy()[:n], torch.cat(many).numpy()[:n]
 
 
-def boundaries(many: np.ndarray, params: TransitionParams, first_frame: int = 0) -> tuple[list[int], list[tuple[int, int]]]:
+def boundaries(
+    many: np.ndarray, params: TransitionParams, first_frame: int = 0
+) -> tuple[list[int], list[tuple[int, int]]]:
     """(hard cuts, gradual transitions) from the per-frame "many" probabilities.
 
     A transition is a run of frames above ``threshold``, widened while the probability stays

@@ -195,3 +195,19 @@ def test_scene_stats_survive_parquet(tmp_path):
     pq.write_table(schema.records_to_table([rec, schema.ClipRecord("y")]), tmp_path / "t.parquet")
     back = schema.table_to_records(pq.read_table(tmp_path / "t.parquet"))
     assert back[0].scene_stats == {"still.mean_diff": 1.5, "text.area": 0.25} and back[1].scene_stats is None
+
+
+def test_report_counts_filters_and_shows_rejected_scenes_from_the_source(videos, tmp_path):
+    from pipelines.report import _html_scene_filters, scene_filter_summary
+
+    rows = curate_rows(videos["grey"][0], params()) + curate_rows(videos["moving"][0], params())
+    as_read = schema.records_to_table(rows).to_pylist()  # as the index/rejects files give them back
+    index = [r for r in as_read if r["status"] == "ok"]
+    rejects = [r for r in as_read if r["status"] != "ok"]
+    summary = scene_filter_summary(index, rejects)
+    assert summary["counts"]["flat"] == {"measured": 2, "rejected": 1}
+    assert summary["counts"]["text"] == {"measured": 1, "rejected": 0}
+    assert sum(c for _, _, c in summary["hist"]["still.mean_diff (all scenes)"]) == 2  # cheap stats: every row
+    page = _html_scene_filters(str(tmp_path), summary, rejects, thumbs=3)
+    assert "flat" in page and "reject-" in page  # a thumbnail strip of the rejected scene, cut from its source
+    assert (tmp_path / "report_thumbs" / f"reject-{rejects[0]['clip_id']}.jpg").stat().st_size > 0
