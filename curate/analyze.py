@@ -1,8 +1,11 @@
-"""One decode pass per unit of work: scene cuts and black borders together.
+"""One decode pass per unit of work: scene cuts, transitions, black borders and the
+per-scene statistics together.
 
 ffmpeg decodes the source once and splits it in its filter graph into
-- a small BGR stream of every frame (scene detection), on stdout, and
-- full-resolution luma frames, a few per second (border detection), on a second pipe.
+- a small BGR stream of every frame (scene detection, TransNetV2's 48x27 copies, the
+  frame features of curate/scene_filters.py), on stdout, and
+- full-resolution luma frames, a few per second (border detection, burnt-in text), on a
+  second pipe.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +21,9 @@ from curate import schema
 from curate.borders import BorderParams, Crop, FrameProfile, detect_crop, frame_profile
 from curate.ffmpeg import FFMPEG, ToolPipe, ffprobe_json, safe_input
 from curate.probe import VideoInfo
-from curate.scenes import SceneDetector, scenes_from_cuts
+from curate.scene_filters import SceneFilterParams
+from curate.scenes import SceneDetector, segments
+from curate.transitions import TransitionParams, TransNetFrames
 
 
 class AnalysisError(Exception):
@@ -29,7 +35,7 @@ class AnalysisError(Exception):
 
 @dataclass(frozen=True)
 class AnalysisParams:
-    detector: str = "content"
+    detector: str = "content"  # content, adaptive (PySceneDetect) or transnetv2
     threshold: float | None = None
     min_scene_len_s: float = 0.5
     analysis_width: int = 256  # scene detection runs on frames this wide
@@ -40,6 +46,15 @@ class AnalysisParams:
     timeout_s: float = 120.0  # base decode timeout, plus timeout_per_s per second of video
     timeout_per_s: float = 2.0
     min_decoded_fraction: float = 0.9  # a decode that fails later than this keeps its scenes
+    # With a PySceneDetect detector: TransNetV2 finds gradual transitions too (their frames
+    # belong to no clip). The transnetv2 detector always does.
+    transitions: bool = False
+    transition: TransitionParams = field(default_factory=TransitionParams)
+    scene_filters: SceneFilterParams = field(default_factory=SceneFilterParams)
+
+    @property
+    def uses_transnet(self) -> bool:
+        return self.detector == "transnetv2" or self.transitions
 
 
 @dataclass
@@ -49,6 +64,8 @@ class SceneInfo:
     start_s: float
     end_s: float
     crop: Crop
+    transition: bool = False  # a gradual transition's frames, not a scene: never a clip
+    stats: dict[str, Any] = field(default_factory=dict)  # the frame features' statistics
 
     @property
     def duration_s(self) -> float:
@@ -62,6 +79,9 @@ class UnitAnalysis:
     frames_decoded: int
     expected_frames: int  # what the container promised for this unit
     decode_errors: str = ""  # the decoder's error log, empty for a clean decode
+    # Features measured only on request, by scene_filters name (costly, e.g. OCR: only for
+    # scenes every cheaper filter kept): ``feature.scene_stats(start, end, crop)``.
+    deferred: dict[str, Any] = field(default_factory=dict)
 
 
 def frame_times(path: str, timeout: float = 120.0) -> np.ndarray:
@@ -129,8 +149,19 @@ def analyze_unit(
     total = len(clock.times) if clock.times is not None else info.num_frames
     expected = (end_frame if end_frame is not None else total) - first_frame
 
+    built = [(f, f.feature(params.scene_filters.of(f))) for f in params.scene_filters.enabled()]
+    small_features = [feat for f, feat in built if f.frames == "analysis"]
+    full_features = [feat for f, feat in built if f.frames == "full"]
+    measured_now = [feat for f, feat in built if not f.deferred]
+    deferred = {f.name: feat for f, feat in built if f.deferred}
+    transnet = TransNetFrames(params.transition) if params.uses_transnet else None
+    if transnet is not None:
+        small_features.append(transnet)
+        measured_now.append(transnet)
+    need_full = params.borders or bool(full_features)
+
     graph = f"[0:v]split=2[a][b];[a]scale={aw}:{ah}:flags=area,format=bgr24[lo]"
-    if params.borders:
+    if need_full:
         # The explicit scale converts to gray after the split. Without it, when the input is
         # seeked or time-limited (every chunk of a long source), ffmpeg 5.1 negotiated gray for
         # both branches and converted before the split: scene detection saw colourless frames
@@ -146,7 +177,7 @@ def analyze_unit(
         args += ["-t", f"{duration_s:.6f}"]
     args += ["-i", safe_input(info.path), "-filter_complex", graph]
     args += ["-map", "[lo]", "-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"]
-    if params.borders:
+    if need_full:
         args += ["-map", "[hi]", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{hi_write}"]
 
     timeout = params.timeout_s + params.timeout_per_s * (duration_s or info.duration_s)
@@ -161,18 +192,23 @@ def analyze_unit(
                 if len(buf) < size:
                     return
                 luma = np.frombuffer(buf, np.uint8).reshape(info.height, info.width)
-                profiles.append(frame_profile(first_frame + j * every, luma, params.border))
+                if params.borders:
+                    profiles.append(frame_profile(first_frame + j * every, luma, params.border))
+                for feature in full_features:
+                    feature.push(first_frame + j * every, luma)
                 j += 1
 
-    detector = SceneDetector(
-        info.fps, params.detector, params.threshold, params.min_scene_len_s, first_frame=first_frame
-    )
+    detector = None
+    if params.detector != "transnetv2":
+        detector = SceneDetector(
+            info.fps, params.detector, params.threshold, params.min_scene_len_s, first_frame=first_frame
+        )
     frame_bytes = aw * ah * 3
     n = 0
     with ToolPipe(args, timeout, pass_fds=(hi_write,)) as pipe:
         os.close(hi_write)
         hi_reader = threading.Thread(target=_read_hi, daemon=True)
-        if params.borders:
+        if need_full:
             hi_reader.start()
         else:
             os.close(hi_read)
@@ -180,10 +216,14 @@ def analyze_unit(
             buf = pipe.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break
-            detector.push(np.frombuffer(buf, np.uint8).reshape(ah, aw, 3))
+            frame = np.frombuffer(buf, np.uint8).reshape(ah, aw, 3)
+            if detector is not None:
+                detector.push(frame)
+            for feature in small_features:
+                feature.push(first_frame + n, frame)
             n += 1
         code, err = pipe.finish()
-        if params.borders:
+        if need_full:
             hi_reader.join()
 
     if pipe.timed_out.is_set():
@@ -197,12 +237,22 @@ def analyze_unit(
         )
 
     last = first_frame + n
+    cuts = detector.cuts() if detector is not None else []
+    gradual: list[tuple[int, int]] = []
+    if transnet is not None:
+        net_cuts, gradual = transnet.run()
+        if detector is None:
+            cuts = net_cuts
     scenes = []
-    for sc in scenes_from_cuts(detector.cuts(), first_frame, last):
+    for sc in segments(cuts, gradual, first_frame, last):
         own = [p for p in profiles if sc.start_frame <= p.frame_index < sc.end_frame]
         crop = detect_crop(own, info.width, info.height, params.border) if params.borders else Crop(0, 0, info.width, info.height)
+        stats: dict[str, Any] = {}
+        for feature in measured_now:
+            stats.update(feature.scene_stats(sc.start_frame, sc.end_frame))
         scenes.append(
-            SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop)
+            SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop,
+                      transition=sc.transition, stats=stats)
         )
     return UnitAnalysis(
         scenes=scenes,
@@ -210,4 +260,5 @@ def analyze_unit(
         frames_decoded=n,
         expected_frames=expected,
         decode_errors=_last_lines(err),
+        deferred=deferred,
     )

@@ -17,7 +17,8 @@ from curate.ffmpeg import terminal_input_detached
 with terminal_input_detached():
     from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
-DETECTORS = ("content", "adaptive")
+DETECTORS = ("content", "adaptive", "transnetv2")  # transnetv2: see curate/transitions.py
+PYSCENEDETECT_DETECTORS = ("content", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ class SceneDetector:
         min_scene_len_s: float = 0.5,
         first_frame: int = 0,
     ):
-        if detector not in DETECTORS:
-            raise ValueError(f"unknown scene detector {detector!r}; choose one of {DETECTORS}")
+        if detector not in PYSCENEDETECT_DETECTORS:
+            raise ValueError(f"unknown PySceneDetect detector {detector!r}; choose one of {PYSCENEDETECT_DETECTORS}")
         self.fps = fps
         min_len = max(1, int(round(min_scene_len_s * fps)))
         if detector == "content":
@@ -72,3 +73,36 @@ def scenes_from_cuts(cuts: list[int], first_frame: int, end_frame: int) -> list[
     """Split [first_frame, end_frame) at ``cuts`` into scenes."""
     bounds = [first_frame] + [c for c in sorted(set(cuts)) if first_frame < c < end_frame] + [end_frame]
     return [Scene(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a unit: a scene, or a gradual transition that belongs to no clip."""
+
+    start_frame: int
+    end_frame: int  # exclusive
+    transition: bool = False
+
+
+def segments(cuts: list[int], transitions: list[tuple[int, int]], first_frame: int, end_frame: int) -> list[Segment]:
+    """Split [first_frame, end_frame) at ``cuts``, then carve out the ``transitions``
+    ([start, end) frame ranges): scenes never contain a transition frame, and a cut that
+    falls inside a transition is the transition's. Segments cover the unit exactly."""
+    gaps = []
+    for a, b in sorted(transitions):
+        a, b = max(a, first_frame), min(b, end_frame)
+        if b <= a:
+            continue
+        if gaps and a <= gaps[-1][1]:  # overlapping or touching: one transition
+            gaps[-1] = (gaps[-1][0], max(gaps[-1][1], b))
+        else:
+            gaps.append((a, b))
+    out: list[Segment] = []
+    pos = first_frame
+    for a, b in gaps + [(end_frame, end_frame)]:
+        inner = [c for c in cuts if pos < c < a]
+        out += [Segment(s.start_frame, s.end_frame) for s in scenes_from_cuts(inner, pos, a)]
+        if b > a:
+            out.append(Segment(a, b, transition=True))
+        pos = b
+    return out

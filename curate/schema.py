@@ -41,6 +41,11 @@ REASON_BAD_FPS = "bad_fps"
 REASON_TRANSCODE_FAILED = "transcode_failed"
 REASON_MOTION_FAILED = "motion_failed"
 REASON_CAPTION_FAILED = "caption_failed"
+# Per-scene filters of the analysis decode (curate/scene_filters.py, curate/transitions.py).
+REASON_TRANSITION = "transition"  # the frames of a gradual transition (fade, dissolve, wipe)
+REASON_STATIC = "static"
+REASON_FLAT = "flat"
+REASON_TEXT = "text"
 
 
 @dataclass
@@ -90,6 +95,10 @@ class ClipRecord:
     crop_y: Optional[int] = None
     crop_w: Optional[int] = None
     crop_h: Optional[int] = None
+    # Per-scene statistics of the analysis decode, by name ("still.mean_diff", "text.area",
+    # ...; see curate/scene_filters.py), on every scene row, kept or rejected. A map, so a new
+    # statistic needs no new column.
+    scene_stats: Optional[dict] = None
 
     # Motion (see motion/: px/frame at short side motion_size, 24 fps frames).
     motion_score: Optional[float] = None
@@ -118,7 +127,10 @@ class ClipRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "ClipRecord":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in row.items() if k in known})
+        values = {k: v for k, v in row.items() if k in known}
+        if isinstance(values.get("scene_stats"), list):  # Arrow gives a map back as (key, value) pairs
+            values["scene_stats"] = dict(values["scene_stats"])
+        return cls(**values)
 
     def reject(self, stage: str, reason: str, message: str | None = None) -> "ClipRecord":
         """Turn this record into a reject (in place) and return it."""
@@ -167,6 +179,7 @@ _ARROW_TYPES = {
     "crop_y": pa.int32(),
     "crop_w": pa.int32(),
     "crop_h": pa.int32(),
+    "scene_stats": pa.map_(pa.string(), pa.float64()),
     "motion_score": pa.float64(),
     "motion_backend": pa.string(),
     "motion_size": pa.int32(),

@@ -18,6 +18,7 @@ from curate.ffmpeg import FFmpegError
 from curate.filters import FilterParams, Rejection, check_scene, check_source
 from curate.probe import ProbeError, VideoInfo, probe
 from curate.remote import InputCache, source_name, staged
+from curate.scene_filters import check_stats
 from curate.schema import ClipRecord
 from curate.stage import Resources, Row, Stage
 from curate.version import KVID_VERSION
@@ -189,10 +190,22 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             rec.aspect_ratio = w / h
             rec.fps = params.transcode.fps
             rec.num_frames = output_frames(sc.duration_s, params.transcode.fps)
+            rec.scene_stats = dict(sc.stats)
             if result.decode_errors and params.reject_decode_errors:
                 rec.reject(schema.STAGE_SCENES, schema.REASON_DECODE_ERROR, "decoder errors in this part of the source: " + result.decode_errors)
+            elif sc.transition:
+                rec.reject(schema.STAGE_SCENES, schema.REASON_TRANSITION,
+                           f"gradual transition, frames {sc.start_frame}-{sc.end_frame} (TransNetV2)")
             else:
-                _apply_rejection(rec, check_scene(sc.duration_s, sc.crop.w, sc.crop.h, params.filters))
+                # Cheapest first: length and size, then the analysis statistics; the costly
+                # (deferred) measurements run only for scenes still kept.
+                _apply_rejection(rec, check_scene(sc.duration_s, sc.crop.w, sc.crop.h, params.filters)
+                                 or check_stats(rec.scene_stats, params.analysis.scene_filters, deferred=False))
+                if rec.ok and result.deferred:
+                    crop = (sc.crop.x, sc.crop.y, sc.crop.w, sc.crop.h)
+                    for feature in result.deferred.values():
+                        rec.scene_stats.update(feature.scene_stats(sc.start_frame, sc.end_frame, crop))
+                    _apply_rejection(rec, check_stats(rec.scene_stats, params.analysis.scene_filters, deferred=True))
             records.append(rec)
         missing = result.expected_frames - result.frames_decoded
         if missing > max(2, 0.02 * result.expected_frames):

@@ -262,3 +262,66 @@ def hostile_corpus(folder: str) -> dict[str, set[str]]:
     os.symlink(p("gone-away.mp4.target"), p("vanished.mp4"))  # listed, but the file is gone
     expect["vanished.mp4"] = {"missing"}
     return expect
+
+
+# --- scenes the per-scene filters must catch (known answers) --------------------------------
+
+
+def transition_video(
+    path: str,
+    transition: str = "dissolve",
+    before: int = 60,
+    after: int = 60,
+    length: int = 25,
+    fps: float = 25,
+    size: tuple[int, int] = (320, 180),
+    enc: Encoding = Encoding(),
+) -> tuple[int, int]:
+    """Two different scenes joined by an ffmpeg ``xfade`` transition (dissolve, fade =
+    through black, wipeleft, ...) of ``length`` frames. Returns the blended frames
+    [start, end): every frame outside is pure scene A (before) or pure scene B (after); the
+    transition's first frame, at progress 0, is still pure A."""
+    w, h = size
+    a = f"mandelbrot=size={w}x{h}:rate={fps}"
+    b = f"testsrc2=size={w}x{h}:rate={fps}"
+    n_a, n_b = before + length, length + after
+    graph = (f"[0:v]trim=end_frame={n_a},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[a];"
+             f"[1:v]trim=end_frame={n_b},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[b];"
+             f"[a][b]xfade=transition={transition}:duration={length / fps:.6f}:offset={before / fps:.6f}[v]")
+    total = before + length + after
+    _render(path, [a, b], graph, total / fps + 1.0, enc, ["-frames:v", str(total), "-r", str(fps)])
+    return before + 1, before + length
+
+
+def frozen_video(
+    path: str, moving_s: float, frozen_s: float, fps: float = 25, size: tuple[int, int] = (320, 180),
+    enc: Encoding = Encoding(),
+) -> str:
+    """A moving picture that freezes on its last frame (``moving_s`` 0: a still image)."""
+    w, h = size
+    moving = max(1, int(round(moving_s * fps)))
+    graph = (f"[0:v]trim=end_frame={moving},setpts=PTS-STARTPTS,"
+             f"tpad=stop_mode=clone:stop_duration={frozen_s:.6f},format=yuv420p[v]")
+    return _render(path, [f"mandelbrot=size={w}x{h}:rate={fps}"], graph, moving / fps + frozen_s, enc)
+
+
+def subtitled_video(
+    path: str, lines: list[str], fontsize: int, duration_s: float = 3.0, fps: float = 25,
+    size: tuple[int, int] = (640, 360), enc: Encoding = Encoding(),
+) -> str:
+    """A moving picture without text of its own, with ``lines`` burnt in at the bottom
+    (no lines: the same video clean)."""
+    w, h = size
+    graph = "[0:v]format=yuv420p"
+    for i, text in enumerate(reversed(lines)):
+        y = f"h-{(i + 1) * int(fontsize * 1.4)}"
+        graph += (f",drawtext=text='{text}':fontsize={fontsize}:fontcolor=white:borderw=3:bordercolor=black"
+                  f":x=(w-text_w)/2:y={y}")
+    return _render(path, [f"mandelbrot=size={w}x{h}:rate={fps}"], graph + "[v]", duration_s, enc)
+
+
+def colour_video(path: str, colour: str = "gray", duration_s: float = 3.0, fps: float = 25,
+                 size: tuple[int, int] = (320, 180), enc: Encoding = Encoding()) -> str:
+    """One flat colour (an ffmpeg colour name or 0xRRGGBB) for the whole video."""
+    w, h = size
+    return _render(path, [f"color=c={colour}:size={w}x{h}:rate={fps}"], None, duration_s, enc)

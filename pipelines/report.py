@@ -62,7 +62,78 @@ def summarize(out_dir: str) -> dict:
             "short side (px)": histogram([min(r["width"], r["height"]) for r in index if r["width"]]),
             "motion score (px/frame)": histogram([r["motion_score"] for r in index]),
         },
+        "scene_filters": scene_filter_summary(index, rejects),
     }
+
+
+# --- per-scene filters (curate/scene_filters.py): counts, statistics, rejected scenes ---------
+
+SCENE_FILTER_REASONS = {"transition": "transition", "flat": "flat", "still": "static", "text": "text"}
+MAX_REJECT_THUMBS = 60
+
+
+def _stats(row: dict) -> dict[str, float]:
+    value = row.get("scene_stats") or {}
+    return dict(value) if isinstance(value, list) else value  # Arrow maps read back as pairs
+
+
+def scene_filter_summary(index: list[dict], rejects: list[dict]) -> dict:
+    """Per filter: scenes measured and rejected; per statistic: a histogram over all scenes."""
+    scenes = [r for r in index + rejects if r.get("scene_index") is not None]
+    counts = {}
+    for name, reason in SCENE_FILTER_REASONS.items():
+        prefix = "transnet." if name == "transition" else name + "."
+        measured = sum(1 for r in scenes if any(k.startswith(prefix) for k in _stats(r)))
+        counts[name] = {"measured": measured, "rejected": sum(1 for r in rejects if r["reject_reason"] == reason)}
+    names = sorted({k for r in scenes for k in _stats(r)})
+    hists = {f"{k} (all scenes)": histogram([_stats(r).get(k) for r in scenes]) for k in names}
+    return {"counts": counts, "hist": hists}
+
+
+def source_thumbnail_strip(out_dir: str, row: dict, n: int, height: int = 72) -> str | None:
+    """A strip of ``n`` frames of a scene read from its source (rejected scenes were never
+    encoded). Cached under OUT/report_thumbs/; None when the source is not a local file."""
+    rel = os.path.join(THUMBS, f"reject-{row['clip_id']}.jpg")
+    path = os.path.join(out_dir, rel)
+    if os.path.exists(path):
+        return rel
+    start, end = row.get("source_start_s"), row.get("source_end_s")
+    if start is None or end is None or not os.path.isfile(row["source"]):
+        return None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rate = n / max(end - start, 0.1)
+    try:
+        run_ffmpeg(["-ss", f"{start:.3f}", "-t", f"{max(end - start, 0.04):.3f}", "-i", safe_input(row["source"]),
+                    "-vf", f"fps={rate:.4f},scale=-2:{height},tile={n}x1", "-frames:v", "1", "-q:v", "5", "-y", path],
+                   timeout=60)
+    except (FFmpegError, OSError):
+        return None
+    return rel if os.path.exists(path) else None
+
+
+def _text_scene_filters(sf: dict) -> list[str]:
+    lines = ["scene filters (measured / rejected):"]
+    lines += [f"  {name:<12} {c['measured']:>6} / {c['rejected']}" for name, c in sf["counts"].items()]
+    return lines + [_text_hist(title, hist) for title, hist in sf["hist"].items()]
+
+
+def _html_scene_filters(out_dir: str, sf: dict, rejects: list[dict], thumbs: int) -> str:
+    e = html.escape
+    counts = "".join(f"<tr><td>{e(k)}</td><td>{c['measured']}</td><td>{c['rejected']}</td></tr>"
+                     for k, c in sf["counts"].items())
+    hists = "".join(_html_hist(t, h) for t, h in sf["hist"].items())
+    rows = []
+    filtered = [r for r in rejects if r["reject_reason"] in SCENE_FILTER_REASONS.values()]
+    for r in sorted(filtered, key=lambda r: (r["source"], r["start_frame"] or 0))[:MAX_REJECT_THUMBS]:
+        strip = source_thumbnail_strip(out_dir, r, thumbs) if thumbs > 0 else None
+        img = f"<img src='{e(strip)}' loading=lazy>" if strip else "(no thumbnail)"
+        stats = ", ".join(f"{k} {v:.3g}" for k, v in sorted(_stats(r).items()))
+        rows.append(f"<tr><td>{img}</td><td>{e(r['reject_reason'])}<br>{e(os.path.basename(r['source']))}<br>"
+                    f"frames {r['start_frame']}&ndash;{r['end_frame']}</td><td>{e(stats)}</td></tr>")
+    return (f"<h2>scene filters</h2><div class=grid><div><h3>scenes measured / rejected</h3><table>"
+            f"<tr><th>filter</th><th>measured</th><th>rejected</th></tr>{counts}</table></div>{hists}</div>"
+            f"<h3>rejected by a scene filter</h3><table><tr><th>frames (from the source)</th><th>reason</th>"
+            f"<th>statistics</th></tr>{''.join(rows)}</table>")
 
 
 def format_text(s: dict, out_dir: str) -> str:
@@ -75,6 +146,7 @@ def format_text(s: dict, out_dir: str) -> str:
         lines += [f"  {k:<28} {v}" for k, v in s["rejects_by_reason"].most_common()]
     for title, hist in s["hist"].items():
         lines.append(_text_hist(title, hist))
+    lines += _text_scene_filters(s["scene_filters"])
     return "\n".join(lines)
 
 
@@ -344,6 +416,7 @@ mp4, copied beside this page into <code>{CLIP_FILES}/</code> (safe to delete).{c
 <table><tr><th>frames and caption</th><th>clip and position in the source</th><th>output</th><th>motion</th></tr>
 {clip_rows}</table>
 {f'<p>{more} more clips not shown.</p>' if more > 0 else ''}
+{_html_scene_filters(out_dir, s["scene_filters"], s["rejects"], thumbs)}
 <h2>rejects</h2><p>A scene's thumbnail is a source frame from the middle of the scene. A source rejected
 whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
 <table><tr><th>frame</th><th>source and position</th><th>stage</th><th>reason</th><th>length</th><th>message</th></tr>

@@ -1,0 +1,77 @@
+"""Static scenes: a still image encoded as video, or a video that freezes.
+
+Per frame: the mean absolute difference to the previous analysis frame over the three BGR
+channels (0-255 scale, on the analysis-width frame; colour counts: a hue rotation keeps the
+luma). Per scene: the mean of those differences and the fraction of frozen frames, those in
+runs of at least ``min_frozen_run`` consecutive differences under ``frozen_diff`` (a
+repeated frame decodes nearly identical; the run length keeps the duplicated frames of a
+15 fps source in a 30 fps file from counting as a freeze). The filter rejects a scene as
+``static`` when too much of it is frozen or when nothing moves on average.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from curate import schema
+from curate.filters import Rejection
+
+
+@dataclass(frozen=True)
+class StillParams:
+    enabled: bool = True
+    frozen_diff: float = 0.5  # a frame differing from the previous one by less than this (mean |dBGR|) is frozen
+    min_frozen_run: int = 3  # consecutive near-identical frames that make a freeze
+    max_frozen_fraction: float = 0.4  # reject when more of the scene's frames are frozen
+    min_mean_diff: float = 0.25  # reject when the mean frame difference is below this
+
+
+class StillFeature:
+    name = "still"
+
+    def __init__(self, params: StillParams):
+        self.params = params
+        self.first_frame: int | None = None
+        self._prev: np.ndarray | None = None
+        self._diffs: list[float] = []  # _diffs[i]: frame first+i against frame first+i-1 (nan for the first)
+
+    def push(self, frame_index: int, frame_bgr: np.ndarray) -> None:
+        if self.first_frame is None:
+            self.first_frame = frame_index
+        self._diffs.append(float("nan") if self._prev is None else float(cv2.absdiff(frame_bgr, self._prev).mean()))
+        self._prev = frame_bgr.copy()  # the caller reuses its buffer
+
+    def scene_stats(self, start_frame: int, end_frame: int) -> dict[str, Any]:
+        first = self.first_frame or 0
+        # Differences between frames of this scene only (the first frame's is to the last scene).
+        d = np.asarray(self._diffs[max(0, start_frame - first + 1) : max(0, end_frame - first)], np.float64)
+        d = d[np.isfinite(d)]
+        if d.size == 0:
+            return {}
+        return {
+            "still.mean_diff": float(d.mean()),
+            "still.frozen_fraction": frozen_fraction(d, self.params.frozen_diff, self.params.min_frozen_run),
+        }
+
+
+def frozen_fraction(diffs: np.ndarray, frozen_diff: float, min_run: int) -> float:
+    """Fraction of ``diffs`` that lie in runs of at least ``min_run`` values under ``frozen_diff``."""
+    low = np.concatenate([[False], diffs < frozen_diff, [False]])
+    edges = np.flatnonzero(np.diff(low.astype(np.int8)))
+    runs = edges[1::2] - edges[::2]
+    return float(runs[runs >= min_run].sum() / max(len(diffs), 1))
+
+
+def check(stats: dict[str, Any], p: StillParams) -> Rejection | None:
+    frozen, mean = stats.get("still.frozen_fraction"), stats.get("still.mean_diff")
+    if frozen is not None and frozen > p.max_frozen_fraction:
+        return Rejection(schema.STAGE_FILTER, schema.REASON_STATIC,
+                         f"{frozen:.0%} of frames frozen > {p.max_frozen_fraction:.0%}")
+    if mean is not None and mean < p.min_mean_diff:
+        return Rejection(schema.STAGE_FILTER, schema.REASON_STATIC,
+                         f"mean frame difference {mean:.3f} < {p.min_mean_diff:g}")
+    return None
