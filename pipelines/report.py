@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from curate import shards
+from curate import schema, shards
 from curate.ffmpeg import FFmpegError, run_ffmpeg, safe_input
 from curate.frames import as_file
 
@@ -90,27 +90,6 @@ def scene_filter_summary(index: list[dict], rejects: list[dict]) -> dict:
     return {"counts": counts, "hist": hists}
 
 
-def source_thumbnail_strip(out_dir: str, row: dict, n: int, height: int = 72) -> str | None:
-    """A strip of ``n`` frames of a scene read from its source (rejected scenes were never
-    encoded). Cached under OUT/report_thumbs/; None when the source is not a local file."""
-    rel = os.path.join(THUMBS, f"reject-{row['clip_id']}.jpg")
-    path = os.path.join(out_dir, rel)
-    if os.path.exists(path):
-        return rel
-    start, end = row.get("source_start_s"), row.get("source_end_s")
-    if start is None or end is None or not os.path.isfile(row["source"]):
-        return None
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    rate = n / max(end - start, 0.1)
-    try:
-        run_ffmpeg(["-ss", f"{start:.3f}", "-t", f"{max(end - start, 0.04):.3f}", "-i", safe_input(row["source"]),
-                    "-vf", f"fps={rate:.4f},scale=-2:{height},tile={n}x1", "-frames:v", "1", "-q:v", "5", "-y", path],
-                   timeout=60)
-    except (FFmpegError, OSError):
-        return None
-    return rel if os.path.exists(path) else None
-
-
 def _text_scene_filters(sf: dict) -> list[str]:
     lines = ["scene filters (measured / rejected):"]
     lines += [f"  {name:<12} {c['measured']:>6} / {c['rejected']}" for name, c in sf["counts"].items()]
@@ -125,7 +104,7 @@ def _html_scene_filters(out_dir: str, sf: dict, rejects: list[dict], thumbs: int
     rows = []
     filtered = [r for r in rejects if r["reject_reason"] in SCENE_FILTER_REASONS.values()]
     for r in sorted(filtered, key=lambda r: (r["source"], r["start_frame"] or 0))[:MAX_REJECT_THUMBS]:
-        strip = source_thumbnail_strip(out_dir, r, thumbs) if thumbs > 0 else None
+        strip = reject_thumbnail(out_dir, r)[0] if thumbs > 0 else None
         img = f"<img src='{e(strip)}' loading=lazy>" if strip else "(no thumbnail)"
         stats = ", ".join(f"{k} {v:.3g}" for k, v in sorted(_stats(r).items()))
         rows.append(f"<tr><td>{img}</td><td>{e(r['reject_reason'])}<br>{e(os.path.basename(r['source']))}<br>"
@@ -193,7 +172,7 @@ def reject_thumbnail(out_dir: str, row: dict, height: int = 96) -> tuple[str | N
     OUT/report_thumbs/. Returns (path relative to OUT or None, why there is none)."""
     if is_whole_source_reject(row):
         return None, "no thumbnail: the whole source was rejected before any scene was cut"
-    source = row["source"]
+    source = schema.source_path(row)
     if not os.path.isfile(source):
         return None, "no thumbnail: the source is not a local file here"
     rel = os.path.join(THUMBS, f"reject-{row['clip_id']}.jpg")
