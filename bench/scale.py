@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curate import synthetic  # noqa: E402
-from pipelines.local_cluster import LocalCluster  # noqa: E402
+from pipelines.testing import LocalCluster  # noqa: E402
 
 OFFLINE = ["--motion-backend", "none", "--caption-model", "none", "-q"]
 

@@ -199,7 +199,9 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             else:
                 # Cheapest first: length and size, then the analysis statistics; the costly
                 # (deferred) measurements run only for scenes still kept.
-                _apply_rejection(rec, check_scene(sc.duration_s, sc.crop.w, sc.crop.h, params.filters)
+                # Sizes are judged on the picture as shown: an anamorphic source's pixels are not square.
+                shown_w = max(1, round(sc.crop.w * info.sample_aspect))
+                _apply_rejection(rec, check_scene(sc.duration_s, shown_w, sc.crop.h, params.filters)
                                  or check_stats(rec.scene_stats, params.analysis.scene_filters, deferred=False))
                 if rec.ok and result.deferred:
                     crop = (sc.crop.x, sc.crop.y, sc.crop.w, sc.crop.h)

@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT
-from curate import shards, synthetic
+from curate import schema, shards, synthetic
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit
 from curate.probe import ProbeError, probe
 from pipelines.config import build_config
 from pipelines.curate import run_curate
-from pipelines.local_cluster import LocalCluster, kill, processes
+from pipelines.testing import LocalCluster, hostile_corpus, kill, processes
 
 OFFLINE = ["--motion-backend", "none", "--caption-model", "none"]
 
@@ -31,7 +31,7 @@ OFFLINE = ["--motion-backend", "none", "--caption-model", "none"]
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
-    return folder, synthetic.hostile_corpus(str(folder))
+    return folder, hostile_corpus(str(folder))
 
 
 def test_hostile_corpus_every_file_accounted_for(hostile, ray_local, tmp_path):
@@ -42,7 +42,7 @@ def test_hostile_corpus_every_file_accounted_for(hostile, ray_local, tmp_path):
     index, rejects = shards.read_index(str(out)).to_pylist(), shards.read_rejects(str(out)).to_pylist()
     outcomes: dict[str, set[str]] = {}
     for r in index + rejects:
-        outcomes.setdefault(os.path.basename(r["source"]), set()).add("ok" if r["status"] == "ok" else r["reject_reason"])
+        outcomes.setdefault(os.path.basename(schema.source_path(r)), set()).add("ok" if r["status"] == "ok" else r["reject_reason"])
     assert set(outcomes) == set(expect), set(expect) ^ set(outcomes)
     for name, want in expect.items():
         assert outcomes[name] and outcomes[name] <= want, (name, outcomes[name], want)
