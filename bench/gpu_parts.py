@@ -212,7 +212,8 @@ def cmd_pytest_json(args) -> int:
     if not args.tiny and xml_path.exists():
         root = ET.parse(xml_path).getroot()
         suite = root if root.tag == "testsuite" else root.find("testsuite")
-        for key in ("tests", "failures", "errors", "skipped"):
+        doc["total"] = int(suite.get("tests", 0))
+        for key in ("failures", "errors", "skipped"):
             doc[key] = int(suite.get(key, 0))
         doc["seconds"] = float(suite.get("time", 0))
         for case in suite.iter("testcase"):
@@ -220,7 +221,7 @@ def cmd_pytest_json(args) -> int:
             for tag in ("failure", "error", "skipped"):
                 el = case.find(tag)
                 if el is not None:
-                    outcome, message = tag, (el.get("message") or "")[:500]
+                    outcome, message = {"failure": "failed"}.get(tag, tag), (el.get("message") or "")[:500]
                     break
             doc["tests"].append({"id": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
                                  "seconds": float(case.get("time", 0)), "message": message})
@@ -299,8 +300,11 @@ def evaluate(outdir: Path) -> dict:
     goals.append(_goal("generator_peak_gb", peak and peak["peak_memory_gib"] * 2**30 / 1e9,
                        peak and f"{peak['file']}: fps {peak['fps']} ({peak['peak_memory_kind']})"))
     top = high or (gen_rows[-1] if gen_rows else None)
+    matmul = (env.get("matmul") or {}).get("tflops")
     goals.append(_goal("generator_unet_fraction_of_peak", top and top["unet_fraction_of_peak"],
-                       top and f"{top['file']}: fps {top['fps']}"))
+                       top and f"{top['file']}: fps {top['fps']}",
+                       f"{top['unet_tflops_achieved'] / matmul:.0%} of this run's matmul"
+                       if top and matmul and top.get("unet_tflops_achieved") else None))
 
     anchors = []
     for r in gen_rows:

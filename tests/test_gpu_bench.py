@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,7 @@ def test_tiny_run_end_to_end_without_ray_scenedetect_ffmpeg(tmp_path, gpu_machin
 def test_a_part_over_its_cap_is_stopped_and_the_next_part_still_runs(tmp_path, gpu_machine_env):
     out = tmp_path / "gpu"
     # 0.3 s cannot even import torch: the env part is killed at its cap, pytest then runs in full
-    r = _run_gpu_sh(out, gpu_machine_env, "--parts", "env,pytest", "--cap", "env=0.3")
+    r = _run_gpu_sh(out, gpu_machine_env, "--parts", "env,pytest", "--cap", "env=0.3", "--tar", str(tmp_path / "r.tgz"))
     assert r.returncode == 0, (r.stdout, r.stderr)
     env_st, py_st = _json(out / "status-env.json"), _json(out / "status-pytest.json")
     assert env_st["state"] == "timed out" and env_st["timed_out"] is True and env_st["seconds"] < 5
@@ -161,6 +162,9 @@ def test_a_part_over_its_cap_is_stopped_and_the_next_part_still_runs(tmp_path, g
     assert py_st["state"] == "ok"
     assert _json(out / "pytest-gpu.json")["collected"] >= 5
     assert "| env | timed out |" in (out / "summary.md").read_text()
+    with tarfile.open(tmp_path / "r.tgz") as tar:  # one file to carry back from the GPU machine
+        names = {os.path.basename(n) for n in tar.getnames()}
+    assert {"status-env.json", "status-pytest.json", "pytest-gpu.json", "summary.md", "summary.json"} <= names
 
 
 def _gpu_parts():
@@ -191,7 +195,7 @@ def test_summary_goals_met_missed_and_not_measured(tmp_path):
     _write(tmp_path / "caption.json", {"info": {"size": "full"}, "results": [
         {"backend": "transformers", "batch": 1, "clips_per_s": 0.4}, {"backend": "transformers", "batch": 16,
                                                                       "clips_per_s": 1.5}]})
-    gen = {"peak_memory_kind": "cuda_max_allocated", "unet_fraction_of_peak": 0.31}
+    gen = {"peak_memory_kind": "cuda_max_allocated", "unet_fraction_of_peak": 0.31, "unet_tflops_achieved": 306.6}
     _write(tmp_path / "generate.json", {"results": [
         {**gen, "fps": "low", "seconds_per_video": 20.0, "peak_memory_gib": 30.0},
         {**gen, "fps": "medium", "seconds_per_video": 40.0, "peak_memory_gib": 38.0}]})  # 40.8 GB > 40 GB
@@ -209,6 +213,7 @@ def test_summary_goals_met_missed_and_not_measured(tmp_path):
     assert goals["generator_peak_gb"]["met"] is False
     assert goals["generator_peak_gb"]["profile"] is None  # no generate profile was written
     assert goals["generator_unet_fraction_of_peak"]["from"] == "generate.json: fps medium"
+    assert goals["generator_unet_fraction_of_peak"]["note"] == "39% of this run's matmul"  # 306.6 / 790
     assert [(a["fps"], a["published_over_measured"]) for a in s["published_anchor"]] == [("medium", 1.5)]
 
     md = gp.render_markdown(tmp_path, s)
@@ -224,3 +229,40 @@ def test_summary_goals_met_missed_and_not_measured(tmp_path):
     assert goals["generator_high_s_per_video"]["met"] is True
     assert goals["generator_unet_fraction_of_peak"]["value"] == 0.45
     assert goals["generator_unet_fraction_of_peak"]["met"] is True
+
+
+JUNIT = (
+    '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+    '<testsuite name="pytest" errors="0" failures="1" skipped="1" tests="3" time="12.5">'
+    '<testcase classname="tests.test_motion_gpu" name="test_raft_gpu_equals_cpu" time="3.1" />'
+    '<testcase classname="tests.test_motion_gpu" name="test_raft_bf16_close_to_fp32" time="0.1">'
+    '<skipped type="pytest.skip" message="no CUDA device">skip</skipped></testcase>'
+    '<testcase classname="tests.test_generate_pipeline" name="test_bf16_close_to_fp32_on_gpu" time="2.0">'
+    '<failure message="AssertionError: 0.04 &lt; 0.03">trace</failure></testcase>'
+    "</testsuite></testsuites>"
+)
+
+
+def test_pytest_results_from_junit_xml_or_from_the_log_of_a_stopped_run(tmp_path):
+    gp = _gpu_parts()
+    (tmp_path / "pytest-gpu.xml").write_text(JUNIT)
+    assert gp.main(["pytest-json", str(tmp_path)]) == 0
+    doc = _json(tmp_path / "pytest-gpu.json")
+    assert (doc["total"], doc["passed"], doc["failures"], doc["skipped"]) == (3, 1, 1, 1)
+    outcomes = {t["id"]: t["outcome"] for t in doc["tests"]}
+    assert outcomes == {"tests.test_motion_gpu::test_raft_gpu_equals_cpu": "passed",
+                        "tests.test_motion_gpu::test_raft_bf16_close_to_fp32": "skipped",
+                        "tests.test_generate_pipeline::test_bf16_close_to_fp32_on_gpu": "failed"}
+    assert "0.04 < 0.03" in doc["tests"][2]["message"]
+
+    # stopped at its cap: no XML, only the -v lines printed so far
+    (tmp_path / "pytest-gpu.xml").unlink()
+    (tmp_path / "pytest.log").write_text(
+        "============ test session starts ============\n"
+        "tests/test_motion_gpu.py::test_raft_gpu_equals_cpu PASSED                 [ 20%]\n"
+        "tests/test_motion_gpu.py::test_raft_bf16_close_to_fp32 FAILED             [ 40%]\n"
+        "tests/test_generate_pipeline.py::test_model_offload_matches_resident_and_compile_matches_eager ")
+    assert gp.main(["pytest-json", str(tmp_path)]) == 0
+    doc = _json(tmp_path / "pytest-gpu.json")
+    assert [t["outcome"] for t in doc["tests"]] == ["passed", "failed"]
+    assert doc["passed"] == 1 and doc["failures"] == 1 and "no junit XML" in doc["note"]
