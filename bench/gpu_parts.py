@@ -361,6 +361,7 @@ def render_markdown(outdir: Path, s: dict) -> str:
         if g["note"]:
             src += f" ({g['note']})"
         lines.append(f"| {g['what']} | {g['target']} | {val} | {met} | {src} |")
+    lines += figure_tables(outdir)
     for a in [] if s["tiny"] else s["published_anchor"]:
         lines.append(f"\nPublished anchor, fps {a['fps']}: {a['published_s']:.0f} s per video; measured "
                      f"{a['measured_s']:.1f} s ({a['published_over_measured']:.2f}x faster than published).")
@@ -373,6 +374,44 @@ def render_markdown(outdir: Path, s: dict) -> str:
                 head = txt.read_text().splitlines()[:15]
                 lines += ["", f"Goal missed ({g['what']}): top of `{txt.name}`", "```", *head, "```"]
     return "\n".join(lines) + "\n"
+
+
+def figure_tables(outdir: Path) -> list[str]:
+    """The measured figures, one compact table per part (for the README's performance section)."""
+    lines: list[str] = []
+    raft = _load(outdir / "raft.json")
+    rows = [r for r in (raft or {}).get("rows", []) if "pairs_per_s" in r]
+    if rows:
+        lines += ["", "| RAFT | size | dtype | batch 1: pairs/s | best batch | pairs/s | clip-s/s (x real time) |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        for key in dict.fromkeys((r["backend"], r["size"], r["dtype"]) for r in rows):
+            group = [r for r in rows if (r["backend"], r["size"], r["dtype"]) == key]
+            b1 = next((r for r in group if r["batch"] == 1), None)
+            best = max(group, key=lambda r: r["pairs_per_s"])
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {_fmt(b1 and b1['pairs_per_s'], '.1f')} | "
+                         f"{best['batch']} | {best['pairs_per_s']:.1f} | {best['x_realtime']:.1f} |")
+    cap = _load(outdir / "caption.json")
+    if cap and cap.get("results"):
+        info = cap.get("info", {})
+        lines += ["", f"Captioning: {info.get('family')} ({info.get('size')}, {info.get('params_b')} B params, random "
+                      f"{info.get('dtype')}), {info.get('frames')} frames, {info.get('max_new_tokens')} new tokens, "
+                      f"{info.get('input_tokens')} input tokens a clip.",
+                  "", "| batch | clips/s | output tokens/s | vs batch 1 | peak GiB |", "|---:|---:|---:|---:|---:|"]
+        for r in cap["results"]:
+            lines.append(f"| {r['batch']} | {r['clips_per_s']:.2f} | {r['out_tokens_per_s']:.0f} | "
+                         f"{r['x_vs_b1']:.2f} | {_fmt(r.get('peak_gib'), '.1f')} |")
+    gen = []
+    for name in ("generate", "generate-high"):
+        gen += (_load(outdir / f"{name}.json") or {}).get("results", [])
+    if gen:
+        lines += ["", "| generate fps | frames | s/video | peak GiB | U-Net TFLOP/s | of peak | eager fp32 s "
+                      "| speed-up |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in gen:
+            lines.append(f"| {r['fps']} | {r['frames']} | {r['seconds_per_video']:.1f} | {r['peak_memory_gib']:.1f} | "
+                         f"{r['unet_tflops_achieved']:.1f} | {100 * r['unet_fraction_of_peak']:.1f}% | "
+                         f"{_fmt(r.get('baseline_seconds_without_text'), '.1f')} | "
+                         f"{_fmt(r.get('speedup_vs_baseline'), '.2f')} |")
+    return lines
 
 
 def cmd_summary(args) -> int:

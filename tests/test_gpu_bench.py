@@ -186,19 +186,26 @@ def test_summary_goals_met_missed_and_not_measured(tmp_path):
         _write(tmp_path / f"status-{p}.json", {"part": p, "state": "ok", "rc": 0, "seconds": 10, "cap": 60})
     _write(tmp_path / "status-generate-high.json", {"part": "generate-high", "state": "timed out", "rc": 124,
                                                     "seconds": 90, "cap": 90, "timed_out": True})
+
+    def raft_row(backend, size, dtype, batch, x):
+        return {"backend": backend, "size": size, "dtype": dtype, "batch": batch, "x_realtime": x,
+                "pairs_per_s": 24 * x}
+
     _write(tmp_path / "raft.json", {"rows": [
-        {"backend": "raft_large", "size": 256, "dtype": "bf16", "batch": 64, "x_realtime": 61.0},
-        {"backend": "raft_large", "size": 256, "dtype": "fp32", "batch": 64, "x_realtime": 30.0},
-        {"backend": "raft_small", "size": 256, "dtype": "bf16", "batch": 64, "x_realtime": 200.0},  # not the goal's
-        {"backend": "raft_large", "size": 512, "dtype": "bf16", "batch": 8, "x_realtime": 90.0},  # nor this size
+        raft_row("raft_large", 256, "bf16", 1, 5.0),
+        raft_row("raft_large", 256, "bf16", 64, 61.0),
+        raft_row("raft_large", 256, "fp32", 64, 30.0),
+        raft_row("raft_small", 256, "bf16", 64, 200.0),  # not the goal's model
+        raft_row("raft_large", 512, "bf16", 8, 90.0),  # nor its size
         {"backend": "raft_large", "size": 256, "dtype": "bf16", "batch": 128, "skipped": True}]})
+    cap_row = {"backend": "transformers", "out_tokens_per_s": 100.0, "x_vs_b1": 1.0, "peak_gib": 17.0}
     _write(tmp_path / "caption.json", {"info": {"size": "full"}, "results": [
-        {"backend": "transformers", "batch": 1, "clips_per_s": 0.4}, {"backend": "transformers", "batch": 16,
-                                                                      "clips_per_s": 1.5}]})
+        {**cap_row, "batch": 1, "clips_per_s": 0.4}, {**cap_row, "batch": 16, "clips_per_s": 1.5}]})
     gen = {"peak_memory_kind": "cuda_max_allocated", "unet_fraction_of_peak": 0.31, "unet_tflops_achieved": 306.6}
     _write(tmp_path / "generate.json", {"results": [
-        {**gen, "fps": "low", "seconds_per_video": 20.0, "peak_memory_gib": 30.0},
-        {**gen, "fps": "medium", "seconds_per_video": 40.0, "peak_memory_gib": 38.0}]})  # 40.8 GB > 40 GB
+        {**gen, "fps": "low", "frames": 12, "seconds_per_video": 20.0, "peak_memory_gib": 30.0,
+         "baseline_seconds_without_text": 50.0, "speedup_vs_baseline": 2.5},
+        {**gen, "fps": "medium", "frames": 45, "seconds_per_video": 40.0, "peak_memory_gib": 38.0}]})  # 40.8 GB
     (tmp_path / "caption-profile.txt").write_text("# torch.profiler top kernels: caption\n  50.0% gemm\n")
     _write(tmp_path / "caption-profile.json", {"rows": [{"name": "gemm"}]})
 
@@ -221,6 +228,10 @@ def test_summary_goals_met_missed_and_not_measured(tmp_path):
     assert "| pytest | not run | - |" in md
     assert "Goal missed (7B VLM captions" in md and "50.0% gemm" in md
     assert "not GPU figures" not in md
+    assert "| raft_large | 256 | bf16 | 120.0 | 64 | 1464.0 | 61.0 |" in md  # b1, then the best batch
+    assert "| 16 | 1.50 | 100 | 1.00 | 17.0 |" in md
+    assert "| low | 12 | 20.0 | 30.0 | 306.6 | 31.0% | 50.0 | 2.50 |" in md
+    assert "| medium | 45 | 40.0 | 38.0 | 306.6 | 31.0% | - | - |" in md
 
     # fps high measured and fast enough: the time goal is met and the U-Net share is read from high
     _write(tmp_path / "generate-high.json", {"results": [
