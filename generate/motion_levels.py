@@ -15,6 +15,7 @@ code silently falls back to 'medium').
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,31 +23,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
 LEVELS_FILE = "motion_levels.json"
 OFFICIAL_MOTION_LEVELS: dict[str, float] = {"low": 1.0, "medium": 10.0, "high": 50.0, "extreme": 100.0}
 
 
-class MotionLevelsFile(BaseModel):
-    model_config = ConfigDict(extra="allow")
+@functools.cache
+def _levels_file_model():
+    """The file's pydantic model, built on first use: importing generate needs no pydantic
+    (the GPU bench runs where it is not installed)."""
+    from pydantic import BaseModel, ConfigDict, field_validator
 
-    backend: str
-    size: int
-    levels: dict[str, float]
-    percentiles: dict[str, float] | None = None
-    num_clips: int | None = None
-    kvid_version: str | None = None
+    class MotionLevelsFile(BaseModel):
+        model_config = ConfigDict(extra="allow")
 
-    @field_validator("levels")
-    @classmethod
-    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
-        if not v:
-            raise ValueError("levels must name at least one level")
-        bad = {k: x for k, x in v.items() if not math.isfinite(x) or x < 0}
-        if bad:
-            raise ValueError(f"levels must be finite non-negative motion scores, got {bad}")
-        return v
+        backend: str
+        size: int
+        levels: dict[str, float]
+        percentiles: dict[str, float] | None = None
+        num_clips: int | None = None
+        kvid_version: str | None = None
+
+        @field_validator("levels")
+        @classmethod
+        def _finite(cls, v: dict[str, float]) -> dict[str, float]:
+            if not v:
+                raise ValueError("levels must name at least one level")
+            bad = {k: x for k, x in v.items() if not math.isfinite(x) or x < 0}
+            if bad:
+                raise ValueError(f"levels must be finite non-negative motion scores, got {bad}")
+            return v
+
+    return MotionLevelsFile
 
 
 @dataclass
@@ -81,7 +88,7 @@ def load_motion_levels(path: str | os.PathLike | None) -> MotionLevels:
             f"DIR/{LEVELS_FILE}, or leave motion_levels unset to use the official defaults {OFFICIAL_MOTION_LEVELS}"
         )
     try:
-        data = MotionLevelsFile.model_validate(json.loads(p.read_text()))
+        data = _levels_file_model().model_validate(json.loads(p.read_text()))
     except (ValueError, json.JSONDecodeError) as e:
         raise ValueError(f"invalid motion levels file {p}: {e}") from e
     extra = {k: v for k, v in data.model_dump().items() if k not in ("backend", "size", "levels")}
