@@ -241,11 +241,43 @@ def _guard(fn) -> int:
     except KeyboardInterrupt:
         print("kvid: interrupted; finished work is committed: re-run the same command to resume", file=sys.stderr)
         return 130
-    except RuntimeError as e:
+    except Exception as e:  # a bug or an unforeseen failure: still one line, the details in a file
         if os.environ.get("KVID_TRACEBACK"):
             raise
-        print(f"kvid: error: {e}", file=sys.stderr)
+        print(f"kvid: error: {_one_line(e)}{_traceback_note(e)}", file=sys.stderr)
         return 1
+
+
+def _innermost(e: BaseException) -> BaseException:
+    """The worker's exception behind a Ray task error, else ``e``."""
+    for _ in range(10):
+        inner = getattr(e, "cause", None) or e.__cause__
+        if inner is None or inner is e:
+            break
+        e = inner
+    return e
+
+
+def _one_line(e: BaseException) -> str:
+    inner = _innermost(e)
+    text = (str(inner).strip().splitlines() or [""])[0][:300]
+    return text if isinstance(inner, RuntimeError) and type(inner) is RuntimeError else f"{type(inner).__name__}: {text}"
+
+
+def _traceback_note(e: BaseException) -> str:
+    """Where the full traceback went (not for the errors kvid raises on purpose)."""
+    if type(_innermost(e)) is RuntimeError:
+        return ""
+    import tempfile
+    import traceback
+
+    path = os.path.join(tempfile.gettempdir(), f"kvid-error-{os.getpid()}.log")
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            traceback.print_exception(e, file=f)
+    except OSError:
+        return " (run with KVID_TRACEBACK=1 for the traceback)"
+    return f" (unexpected: the traceback is in {path}; finished work is committed, re-running resumes)"
 
 
 if __name__ == "__main__":

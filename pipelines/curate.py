@@ -165,10 +165,12 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
             summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done, ray_start_s)
         raise CurateInterrupted(summary) from None
     except Exception as e:
-        writer.abort()
         full = _disk_full(e, out)
         if full is not None:
+            writer.abort()  # the open part cannot be written: remove it, keep the space
             raise full from e
+        with contextlib.suppress(OSError):
+            writer.close()  # any other failure: the rows that arrived are finished work, commit them
         raise
     finally:
         progress.close()

@@ -117,44 +117,47 @@ def test_a_second_driver_on_one_folder_is_refused_and_a_dead_ones_lock_is_taken_
     shards.OutputLock(str(out), "test").acquire().release()
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 6 MiB filesystem (tmpfs; mounting works as root)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a size-limited tmpfs")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def _mount_tmpfs(path, size_bytes: int) -> bool:
+    return os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)], capture_output=True).returncode == 0
 
 
-def test_full_disk_is_one_line_removes_the_open_part_and_resumes(tmp_path, small_disk, ray_local):
+def _tree_bytes(folder) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_full_disk_is_one_line_removes_the_open_part_and_resumes(tmp_path, ray_local):
     src = tmp_path / "src"
     src.mkdir()
     for i, source in enumerate(("testsrc2", "mandelbrot", "life", "testsrc")):
         synthetic.plain_video(str(src / f"v{i}.mp4"), duration_s=3, fps=24, size=(640, 480), source=source)
-    out = small_disk / "out"
-    filler = small_disk / "filler"
-    filler.write_bytes(b"\0" * (5 * 2**20))  # leaves about 1 MiB: room for a part or two, not all
-    proc = _run("curate", str(src), "--out", str(out), *OFFLINE, "-q", "--shard-max-clips", "1", "--crf", "10",
-                timeout=400)
-    message = _one_line_error(proc)
-    assert "no space left" in message and "re-run" in message
-    leftovers = [n for sub in ("shards", "index", "rejects") for n in os.listdir(out / sub) if n.startswith(".")]
-    assert leftovers == []
-    committed = shards.read_index(str(out)).to_pylist()
-    for rec in committed:  # what was committed reads back whole
-        assert len(shards.read_clip_bytes(str(out), rec)) == rec["shard_size"]
-
-    filler.unlink()
-    rerun = _run("curate", str(src), "--out", str(out), *OFFLINE, "-q", "--shard-max-clips", "1", "--crf", "10",
-                 timeout=400)
-    assert rerun.returncode == 0, rerun.stderr
     clean = tmp_path / "clean"
     run_curate(build_config({}, {"inputs": [str(src)], "out": str(clean), "motion_backend": "dis",
-                                 "caption_model": "none", "crf": 10}), show_progress=False)
-    assert _ids(out) == _ids(clean)
+                                 "caption_model": "none", "shard_max_clips": 1}), show_progress=False)
+    need = _tree_bytes(clean)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # Room for the whole dataset plus a little, of which a filler file takes half of the data's size.
+    if not _mount_tmpfs(disk, need + 2**20):
+        pytest.skip("needs root to mount a size-limited tmpfs")
+    try:
+        out = disk / "out"
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (need // 2))
+        args = ("curate", str(src), "--out", str(out), *OFFLINE, "-q", "--shard-max-clips", "1")
+        message = _one_line_error(_run(*args, timeout=400))
+        assert "no space left" in message and "re-run" in message
+        leftovers = [n for sub in ("shards", "index", "rejects") for n in os.listdir(out / sub) if n.startswith(".")]
+        assert leftovers == []
+        for rec in shards.read_index(str(out)).to_pylist():  # what was committed reads back whole
+            assert len(shards.read_clip_bytes(str(out), rec)) == rec["shard_size"]
+
+        filler.unlink()  # the user frees space and runs the same command again
+        rerun = _run(*args, timeout=400)
+        assert rerun.returncode == 0, rerun.stderr
+        assert _ids(out) == _ids(clean)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_a_file_name_that_is_not_utf8_is_curated_and_stored_losslessly(tmp_path, ray_local):
