@@ -133,18 +133,18 @@ def test_full_disk_is_one_line_removes_the_open_part_and_resumes(tmp_path, ray_l
         synthetic.plain_video(str(src / f"v{i}.mp4"), duration_s=3, fps=24, size=(640, 480), source=source)
     clean = tmp_path / "clean"
     run_curate(build_config({}, {"inputs": [str(src)], "out": str(clean), "motion_backend": "dis",
-                                 "caption_model": "none", "shard_max_clips": 1}), show_progress=False)
+                                 "caption_model": "none", "shard_max_clips": 1, "crf": 12}), show_progress=False)
     need = _tree_bytes(clean)
     disk = tmp_path / "disk"
     disk.mkdir()
-    # Room for the whole dataset plus a little, of which a filler file takes half of the data's size.
+    # Room for the whole dataset plus 1 MiB, of which a filler file takes three quarters of the data's size.
     if not _mount_tmpfs(disk, need + 2**20):
         pytest.skip("needs root to mount a size-limited tmpfs")
     try:
         out = disk / "out"
         filler = disk / "filler"
-        filler.write_bytes(b"\0" * (need // 2))
-        args = ("curate", str(src), "--out", str(out), *OFFLINE, "-q", "--shard-max-clips", "1")
+        filler.write_bytes(b"\0" * (need * 3 // 4))
+        args = ("curate", str(src), "--out", str(out), *OFFLINE, "-q", "--shard-max-clips", "1", "--crf", "12")
         message = _one_line_error(_run(*args, timeout=400))
         assert "no space left" in message and "re-run" in message
         leftovers = [n for sub in ("shards", "index", "rejects") for n in os.listdir(out / sub) if n.startswith(".")]
