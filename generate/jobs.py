@@ -210,7 +210,7 @@ class ResolvedJob:
 
     def describe_source(self) -> dict[str, Any]:
         if self.clip is not None:
-            return {"kind": "index", "clip_id": self.clip["clip_id"], "shard": self.clip.get("shard_path"),
+            return {"kind": "index", "clip_id": self.clip["clip_id"], "shard": self.clip.get("shard"),
                     "caption": self.clip.get("caption"), "motion_score": self.clip.get("motion_score")}
         if self.image is not None:
             return {"kind": "image", "path": self.image}
@@ -291,7 +291,7 @@ def run_config(
     from .config import num_video_frames, parse_dtype
     from .motion_levels import load_motion_levels
     from .pipeline import load_pipeline
-    from .video_io import first_frame_from_tar
+    from .video_io import first_frame_of_clip
 
     if not cfg.output_dir:
         raise ValueError("no output folder: set `output_dir:` in the YAML or pass --out")
@@ -353,9 +353,9 @@ def run_config(
         try:
             image = j.image
             if j.clip is not None:
-                if not j.clip.get("shard_path"):
+                if not j.clip.get("shard"):
                     raise ValueError(f"clip {j.clip['clip_id']} has no shard in the index")
-                image = first_frame_from_tar(j.clip["shard_path"], j.clip["clip_id"])
+                image = first_frame_of_clip(j.clip["folder"], j.clip)
             levels = levels_cache[p.motion_levels] if p.motion_levels else levels_cache[None]
             video = pipe(
                 prompt_embeds=embeds[j.prompt],
