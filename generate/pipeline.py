@@ -486,15 +486,22 @@ class KandinskyVideoPipeline:
 
     @staticmethod
     def _same_length(a: PromptEmbeds, b: PromptEmbeds) -> tuple[PromptEmbeds, PromptEmbeds]:
-        """Zero-pad two embeddings to a common length so they can share one batch."""
+        """Pad two embeddings to a common length so that they can share one batch, without
+        changing what the U-Nets compute for either.
+
+        The added positions are masked out of every attention, but the attention-pooling query
+        is the mean over the whole length, padding included (as upstream). Zeros would shrink
+        that mean; the row's own mean leaves it unchanged: (sum + n * sum / L) / (L + n) = sum / L.
+        """
         length = max(a.context.shape[1], b.context.shape[1])
 
         def pad(e: PromptEmbeds) -> PromptEmbeds:
             n = length - e.context.shape[1]
             if n == 0:
                 return e
+            fill = e.context.mean(dim=1, keepdim=True).expand(-1, n, -1)
             return PromptEmbeds(
-                torch.nn.functional.pad(e.context, (0, 0, 0, n)), torch.nn.functional.pad(e.mask, (0, n), value=False)
+                torch.cat([e.context, fill], dim=1), torch.nn.functional.pad(e.mask, (0, n), value=False)
             )
 
         return pad(a), pad(b)
