@@ -147,3 +147,27 @@ def test_one_guided_interpolation_step(pipe, cases, meta, one_step):
     official = cases["step_interpolation.out"].view(3, 3, 4, 8, 8)  # (pairs, 3 frames, c, h, w)
     ours = torch.stack([video[k + 1::4] for k in range(3)], dim=1)
     assert_matches(ours, official, "interpolation step (guidance 0.5)")
+
+
+def test_tokenizer_ids_equal_the_official_slow_t5_tokenizer():
+    """The official code tokenizes with the slow (sentencepiece) ``T5Tokenizer``; transformers 5 has
+    only the fast one, which ``AutoTokenizer`` gives us. On a tiny T5-style sentencepiece model
+    (trained offline, nmt_nfkc normalisation like T5's) the ids and masks of our tokenisation equal
+    the slow tokenizer's, called exactly as the official ``T5TextConditionProcessor`` does."""
+    from transformers import AutoTokenizer
+
+    from generate.text_encoder import KandinskyTextEncoder, TextEncoderConfig
+
+    folder = FIXTURE / "tokenizer"
+    expected = json.loads((folder / "expected_ids.json").read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))  # as KandinskyTextEncoder.from_pretrained loads it
+    te = KandinskyTextEncoder(torch.nn.Identity(), tokenizer, TextEncoderConfig(tokens_length=128, context_dim=16), 8)
+    cases = expected["cases"]
+    ids, mask = te.tokenize([c["prompt"] for c in cases])
+    for i, c in enumerate(cases):
+        assert ids[i].tolist() == c["input_ids"], repr(c["prompt"][:60])
+        assert mask[i].tolist() == c["attention_mask"], repr(c["prompt"][:60])
+    # the set covers what it claims: unknown characters, a prompt cut at 128 tokens (ending with </s>)
+    assert any(2 in c["input_ids"] for c in cases)  # <unk>
+    long = [c for c in cases if c["untruncated_tokens"] > 128]
+    assert long and long[0]["num_tokens"] == 128 and long[0]["input_ids"][-1] == tokenizer.eos_token_id
