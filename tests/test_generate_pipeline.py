@@ -144,9 +144,9 @@ def _first_call_outputs(module, run):
 
 
 @pytest.fixture(scope="module")
-def pipe64():
+def pipe64(pipe):
     """The tiny pipeline in float64: equalities that hold up to rounding can be checked tightly."""
-    return tiny_pipeline().to(dtype=torch.float64)
+    return copy.deepcopy(pipe).to(dtype=torch.float64)
 
 
 @pytest.mark.parametrize("negative_prompt", ["a blue dog running in the city at night in the rain", "rain"])
@@ -187,6 +187,44 @@ def test_negative_prompt_leaves_the_conditional_branch_unchanged(pipe64, negativ
     with torch.no_grad():
         own = pipe.unet(sample.chunk(2)[1], t, negative.context, negative.mask)
     torch.testing.assert_close(out.chunk(2)[1], own, rtol=0, atol=1e-9)
+
+
+def test_movqs_default_to_fp32_whatever_the_unet_dtype(pipe):
+    pipe = copy.deepcopy(pipe).to(dtype="bf16")
+    assert pipe.unet.dtype == pipe.interpolation_unet.dtype == torch.bfloat16
+    assert pipe.movq.dtype == pipe.video_movq.dtype == torch.float32  # bf16 decoding: 1-2 % RMS error
+    pipe.to(dtype="bf16", movq_dtype="bf16")
+    assert pipe.movq.dtype == pipe.video_movq.dtype == torch.bfloat16
+
+
+def test_official_precision_autocasts_the_unets_only(pipe):
+    """``use_official_precision``: fp16 U-Nets under fp16 autocast, text encoder and MoVQs in fp32
+    outside autocast, as the official pipeline runs."""
+    pipe = copy.deepcopy(pipe).use_official_precision()
+    assert pipe.unet.dtype == pipe.interpolation_unet.dtype == torch.float16
+    assert pipe.movq.dtype == pipe.video_movq.dtype == pipe.text_encoder.dtype == torch.float32
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):  # returns None: the output is kept
+            seen.setdefault(name, (torch.is_autocast_enabled("cpu"), out.dtype))
+        return hook
+
+    hooks = [pipe.unet.register_forward_hook(record("unet")),
+             pipe.interpolation_unet.register_forward_hook(record("interpolation")),
+             pipe.video_movq.decoder.register_forward_hook(record("video decoder"))]
+    embeds, g = pipe.encode_prompt("a red car"), torch.Generator().manual_seed(0)
+    try:  # one step of each stage (fp16 is slow on CPU)
+        keyframes = pipe.generate_keyframes(torch.randn(1, 4, 8, 8), embeds, None, 10.0, 20, 5.0, 2.0, 1, g, False)
+        video = pipe.interpolate(keyframes[:2], embeds, None, 3, 0.5, 1, g, progress=False)
+        frames = pipe.decode(video, progress=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen["unet"] == (True, torch.float16) and seen["interpolation"] == (True, torch.float16)
+    assert seen["video decoder"] == (False, torch.float32)
+    assert keyframes.dtype == video.dtype == torch.float32  # guidance and sampler maths stay fp32
+    assert frames.shape == (5, 64, 64, 3)
 
 
 def test_motion_levels_file_and_names(pipe, tmp_path):
