@@ -97,10 +97,11 @@ def main() -> None:
             del movq
 
     print(f"{args.dtype} vs fp32 decode on {dev} (torch {torch.__version__})")
-    print(f"{'decoder':32s} {'max rel':>9s} {'rms rel':>9s} {'u8 max':>6s} {'u8 mean':>8s} {'differ%':>8s} {'>2 lv%':>7s}")
+    head = ("max rel", "rms rel", "u8 max", "u8 mean", "differ%", ">2 lv%")
+    print(f"{'decoder':32s} " + " ".join(f"{h:>9s}" for h in head))
     for name, r in rows.items():
-        print(f"{name:32s} {r['max_rel']:9.2e} {r['rms_rel']:9.2e} {r['uint8_max']:6d} {r['uint8_mean']:8.3f} "
-              f"{r['uint8_differ_pct']:8.2f} {r['uint8_over_2_pct']:7.2f}")
+        print(f"{name:32s} {r['max_rel']:9.2e} {r['rms_rel']:9.2e} {r['uint8_max']:9d} {r['uint8_mean']:9.3f} "
+              f"{r['uint8_differ_pct']:9.2f} {r['uint8_over_2_pct']:9.2f}")
     print(json.dumps({"dtype": args.dtype, "device": str(dev), "latent": args.latent, "frames": args.frames,
                       "rows": rows}))
 

@@ -241,7 +241,7 @@ class KandinskyVideoPipeline:
     def use_official_precision(self) -> "KandinskyVideoPipeline":
         """Run with the official code's precision: fp16 U-Nets called under fp16 autocast (which
         keeps softmax and the norms in fp32), the text encoder and both MoVQs in fp32 (~55 GB of
-        weights for the released model, against ~35 GB with bf16 U-Nets and encoder)."""
+        weights for the released model, against ~37 GB with bf16 U-Nets and encoder)."""
         self.to(dtype=torch.float16, text_encoder_dtype=torch.float32, movq_dtype=torch.float32)
         self.unet_autocast = torch.float16
         return self

@@ -170,17 +170,18 @@ def test_negative_prompt_leaves_the_conditional_branch_unchanged(pipe64, negativ
             frames, prompt, neg, 3, 0.5, 1, g, progress=False)),
     }
     for name, (unet, branches, run) in stages.items():
-        alone = _first_call_outputs(unet, lambda: run(None, torch.Generator().manual_seed(0)))
-        with_negative = _first_call_outputs(unet, lambda: run(negative, torch.Generator().manual_seed(0)))
+        alone = _first_call_outputs(unet, lambda run=run: run(None, torch.Generator().manual_seed(0)))
+        with_negative = _first_call_outputs(unet, lambda run=run: run(negative, torch.Generator().manual_seed(0)))
         cond_alone, cond_with = alone.chunk(branches)[0], with_negative.chunk(branches)[0]
-        torch.testing.assert_close(cond_with, cond_alone, rtol=0, atol=1e-9, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(cond_with, cond_alone, rtol=0, atol=1e-9, msg=lambda m, name=name: f"{name}: {m}")
         assert not torch.allclose(with_negative.chunk(branches)[-1], alone.chunk(branches)[-1])  # it is used
 
     # and the negative branch is what the U-Net predicts for the negative prompt on its own
     inputs = []
     handle = pipe.unet.register_forward_hook(lambda m, args, out: inputs.append((args, out.detach().clone())))
     try:
-        pipe.generate_first_frame_latent(prompt, negative, 64, 64, 5.0, 1, torch.Generator().manual_seed(0), progress=False)
+        g = torch.Generator().manual_seed(0)
+        pipe.generate_first_frame_latent(prompt, negative, 64, 64, 5.0, 1, g, progress=False)
     finally:
         handle.remove()
     (sample, t, _, _), out = inputs[0]
