@@ -22,7 +22,7 @@ job file (YAML, read with yaml.safe_load; relative paths are relative to the fil
   motion_levels: /data/curated          # `kvid motion levels` output: maps low/medium/high
                                         # (default: official 1 / 10 / 50 / 100)
   device: auto                          # auto | cuda | cpu
-  dtype: auto                           # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+  dtype: auto                           # U-Nets + text encoder: auto (bf16 CUDA, fp32 CPU) | bf16 | fp16 | fp32
   offload: auto                         # auto | none | text_encoder | model
   defaults:                             # the values shown are the defaults; any job may override
     width: 512                          # multiples of 64 (random:tiny: 64 unless set)

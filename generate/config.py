@@ -30,6 +30,12 @@ _DTYPES = {
 }
 
 
+# The MoVQ decoders run in fp32 unless asked otherwise, as upstream: in bf16 their decode is off
+# by 1-2 % RMS (several uint8 levels; measured by bench/movq_precision.py, see docs/generate.md),
+# for 0.83B parameters of the ~17B pipeline. The U-Nets and the text encoder follow ``dtype``.
+DEFAULT_MOVQ_DTYPE = torch.float32
+
+
 def parse_dtype(value: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
     if value is None:
         return default

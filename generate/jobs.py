@@ -7,7 +7,7 @@ Example (relative paths are resolved against the YAML file's folder)::
     text_encoder: google/flan-ul2           # optional: hub id or local folder of the T5 encoder
     motion_levels: /data/curated            # optional: motion_levels.json or the folder holding it
     device: cuda                            # auto | cuda | cpu
-    dtype: auto                             # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+    dtype: auto                             # U-Nets + text encoder: auto (bf16 CUDA, fp32 CPU) | bf16 | fp16 | fp32
     offload: auto                           # auto | none | text_encoder | model
     defaults:                               # shared by every job, each job may override
       fps: low                              # the default; medium / high: more frames

@@ -46,7 +46,7 @@ from .checkpoints import (
     read_official_configs,
     save_component,
 )
-from .config import FPS_PRESETS, PipelineConfig, dtype_name, num_video_frames, parse_dtype
+from .config import DEFAULT_MOVQ_DTYPE, FPS_PRESETS, PipelineConfig, dtype_name, num_video_frames, parse_dtype
 from .interpolation import InterpolationUNet3D
 from .motion_levels import MotionLevels, load_motion_levels, resolve_motion
 from .movq import MoVQ
@@ -186,6 +186,8 @@ class KandinskyVideoPipeline:
         self.offload = "none"
         self.batch_guidance = True
         self.decode_chunk_size: int | None = None  # None: the official rule, n // 4 chunks
+        # dtype of an autocast region around every U-Net call (None: none); see use_official_precision
+        self.unet_autocast: torch.dtype | None = None
         self.source: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
@@ -208,13 +210,13 @@ class KandinskyVideoPipeline:
         text_encoder_dtype: torch.dtype | str | None = None,
         movq_dtype: torch.dtype | str | None = None,
     ) -> "KandinskyVideoPipeline":
-        """Move to ``device`` / cast. U-Nets take ``dtype``; MoVQs ``movq_dtype`` (default ``dtype``);
-        the text encoder ``text_encoder_dtype`` (default ``dtype``)."""
+        """Move to ``device`` / cast. U-Nets take ``dtype``; MoVQs ``movq_dtype`` (default fp32, as
+        upstream: see ``DEFAULT_MOVQ_DTYPE``); the text encoder ``text_encoder_dtype`` (default ``dtype``)."""
         if device is not None:
             self.device = torch.device(device)
         if dtype is not None:
             dt = parse_dtype(dtype)
-            mdt = parse_dtype(movq_dtype, dt)
+            mdt = parse_dtype(movq_dtype, DEFAULT_MOVQ_DTYPE)
             tdt = parse_dtype(text_encoder_dtype, dt)
             for m in (self.unet, self.interpolation_unet):
                 m.to(dtype=dt)
@@ -235,6 +237,19 @@ class KandinskyVideoPipeline:
     def _place_all(self) -> None:
         for name, m in self.components.items():
             m.to(self.device if self._resident(name) else torch.device("cpu"))
+
+    def use_official_precision(self) -> "KandinskyVideoPipeline":
+        """Run with the official code's precision: fp16 U-Nets called under fp16 autocast (which
+        keeps softmax and the norms in fp32), the text encoder and both MoVQs in fp32 (~55 GB of
+        weights for the released model, against ~37 GB with bf16 U-Nets and encoder)."""
+        self.to(dtype=torch.float16, text_encoder_dtype=torch.float32, movq_dtype=torch.float32)
+        self.unet_autocast = torch.float16
+        return self
+
+    def _unet_precision(self) -> contextlib.AbstractContextManager:
+        if self.unet_autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.unet_autocast)
 
     def enable_offload(self, mode: str = "model") -> "KandinskyVideoPipeline":
         """``"model"``: every component waits on the CPU and visits the GPU for its stage;
@@ -317,7 +332,7 @@ class KandinskyVideoPipeline:
                 module = klass(cfg)
             state = map_official_state_dict(name, load_state_file(files[name]), module)
             load_checked(module, state, component=f"{name} ({files[name].name})")
-            target = parse_dtype(movq_dtype, dt) if "movq" in name else dt
+            target = parse_dtype(movq_dtype, DEFAULT_MOVQ_DTYPE) if "movq" in name else dt
             modules[name] = module.to(dtype=target)
             del state
         pipe = cls(te, config=config, motion_levels=_levels(motion_levels), **modules)
@@ -486,15 +501,22 @@ class KandinskyVideoPipeline:
 
     @staticmethod
     def _same_length(a: PromptEmbeds, b: PromptEmbeds) -> tuple[PromptEmbeds, PromptEmbeds]:
-        """Zero-pad two embeddings to a common length so they can share one batch."""
+        """Pad two embeddings to a common length so that they can share one batch, without
+        changing what the U-Nets compute for either.
+
+        The added positions are masked out of every attention, but the attention-pooling query
+        is the mean over the whole length, padding included (as upstream). Zeros would shrink
+        that mean; the row's own mean leaves it unchanged: (sum + n * sum / L) / (L + n) = sum / L.
+        """
         length = max(a.context.shape[1], b.context.shape[1])
 
         def pad(e: PromptEmbeds) -> PromptEmbeds:
             n = length - e.context.shape[1]
             if n == 0:
                 return e
+            fill = e.context.mean(dim=1, keepdim=True).expand(-1, n, -1)
             return PromptEmbeds(
-                torch.nn.functional.pad(e.context, (0, 0, 0, n)), torch.nn.functional.pad(e.mask, (0, n), value=False)
+                torch.cat([e.context, fill], dim=1), torch.nn.functional.pad(e.mask, (0, n), value=False)
             )
 
         return pad(a), pad(b)
@@ -524,14 +546,15 @@ class KandinskyVideoPipeline:
         acc = torch.promote_types(inputs[0].dtype, torch.float32)  # guidance maths in fp32 (or fp64)
         batched = self.batch_guidance and len(inputs) > 1
         _count(record, sum(x.shape[0] for x in inputs), 1 if batched else len(inputs))
-        if batched:
-            merged = {k: torch.cat([p[k] for p in per]) for k in per[0]}
-            ctx = torch.cat([c.context for c in contexts])
-            mask = torch.cat([c.mask for c in contexts])
-            out = model(torch.cat(inputs), ctx, mask, **merged, **kwargs).to(acc)
-            outs = out.chunk(len(inputs))
-        else:
-            outs = [model(x, c.context, c.mask, **p, **kwargs).to(acc) for x, c, p in zip(inputs, contexts, per)]
+        with self._unet_precision():
+            if batched:
+                merged = {k: torch.cat([p[k] for p in per]) for k in per[0]}
+                ctx = torch.cat([c.context for c in contexts])
+                mask = torch.cat([c.mask for c in contexts])
+                out = model(torch.cat(inputs), ctx, mask, **merged, **kwargs).to(acc)
+                outs = out.chunk(len(inputs))
+            else:
+                outs = [model(x, c.context, c.mask, **p, **kwargs).to(acc) for x, c, p in zip(inputs, contexts, per)]
         result = coefs[0] * outs[0]
         for c, o in zip(coefs[1:], outs[1:]):
             result = result + c * o
