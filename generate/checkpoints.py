@@ -27,7 +27,10 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from .text_encoder import MissingWeightsError
+
+class MissingWeightsError(FileNotFoundError):
+    """Weights that a component needs are absent; the message says which files and how to fix it."""
+
 
 OFFICIAL_FILES: dict[str, str] = {
     "unet": "t2v.pt",

@@ -22,13 +22,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .checkpoints import MissingWeightsError, load_checked, load_state_file
 from .dict_config import DictConfig
 
 DEFAULT_TEXT_ENCODER = "google/flan-ul2"
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Weights that a component needs are absent; the message says which files and how to fix it."""
 
 
 @dataclass
@@ -123,7 +120,6 @@ class KandinskyTextEncoder(nn.Module):
         config = TextEncoderConfig(pretrained=src, tokens_length=tokens_length, context_dim=context_dim)
         module = cls(encoder, tokenizer, config)
         state = _load_projection_state(projections, src)
-        from .checkpoints import load_checked
 
         load_checked(module.projection, state, component="text projection")
         return module.to(dtype)
@@ -149,7 +145,6 @@ class KandinskyTextEncoder(nn.Module):
 
 
 def _load_projection_state(projections: Any, pretrained: str) -> dict[str, torch.Tensor]:
-    from .checkpoints import load_state_file
 
     if isinstance(projections, dict):
         state = projections
