@@ -9,7 +9,6 @@ the rows already received before it exits; a re-run resumes from what is committ
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import threading
