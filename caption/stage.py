@@ -314,4 +314,5 @@ class CaptionStage(Stage):
         for row in rows:
             row.pop(FRAMES_KEY, None)
             row.pop(FRAMES_META_KEY, None)
+        log.debug("caption totals so far: %s", self.stats)  # `kvid -v` shows them
         return rows
