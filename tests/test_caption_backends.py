@@ -23,10 +23,7 @@ from caption.backends import (
 from caption.prompts import get_template
 from caption.sampling import sample_frames
 
-try:
-    from tests.caption_fixtures import enable_fake_num2words, one_torch_thread, sample_clips, tiny_model  # noqa: F401
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import enable_fake_num2words, one_torch_thread, sample_clips, tiny_model  # noqa: F401
+from caption_fixtures import enable_fake_num2words, sample_clips, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

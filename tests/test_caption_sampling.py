@@ -7,10 +7,7 @@ import pytest
 
 from caption.sampling import ClipFrames, sample_frame_indices, sample_frames
 
-try:
-    from tests.caption_fixtures import CLIP_FRAMES, sample_clips
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import CLIP_FRAMES, sample_clips
+from caption_fixtures import CLIP_FRAMES, sample_clips
 
 # (num_frames, kwargs, expected indices)
 INDICES = [

@@ -20,10 +20,7 @@ from caption.stage import FRAMES_KEY, FRAMES_META_KEY, CaptionPrepStage, Caption
 from curate import schema
 from curate.stage import Resources
 
-try:
-    from tests.caption_fixtures import CLIP_FRAMES, make_row, one_torch_thread, sample_clips, tiny_model  # noqa: F401
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import CLIP_FRAMES, make_row, one_torch_thread, sample_clips, tiny_model  # noqa: F401
+from caption_fixtures import CLIP_FRAMES, make_row, sample_clips, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

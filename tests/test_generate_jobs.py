@@ -18,10 +18,7 @@ from generate.cli import add_arguments, main, run
 from generate.jobs import expand_jobs, load_config
 from generate.video_io import first_frame_of_clip, probe_video, read_curated_index
 
-try:
-    from generate_fixtures import make_fake_curated, one_thread, tiny_pipeline  # noqa: F401
-except ImportError:  # tests/ imported as a package
-    from tests.generate_fixtures import make_fake_curated, one_thread, tiny_pipeline  # noqa: F401
+from generate_fixtures import make_fake_curated, tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,10 +19,7 @@ from generate import (
 from generate.layers import conv_over_frames
 from generate.pipeline import randomize_parameters_
 
-try:
-    from generate_fixtures import official_movq_keys, official_unet_keys, one_thread  # noqa: F401
-except ImportError:  # tests/ imported as a package
-    from tests.generate_fixtures import official_movq_keys, official_unet_keys, one_thread  # noqa: F401
+from generate_fixtures import official_movq_keys, official_unet_keys
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

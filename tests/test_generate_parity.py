@@ -22,10 +22,6 @@ from generate import KandinskyVideoPipeline
 from generate.scheduler import DDPMScheduler
 from generate.text_encoder import PromptEmbeds
 
-try:
-    from generate_fixtures import one_thread  # noqa: F401
-except ImportError:  # tests/ imported as a package
-    from tests.generate_fixtures import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,10 +12,7 @@ from PIL import Image
 
 from generate import KandinskyVideoPipeline, num_video_frames, prepare_image
 
-try:
-    from generate_fixtures import FAST, one_thread, tiny_pipeline  # noqa: F401
-except ImportError:  # tests/ imported as a package
-    from tests.generate_fixtures import FAST, one_thread, tiny_pipeline  # noqa: F401
+from generate_fixtures import FAST, tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

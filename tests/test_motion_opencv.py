@@ -11,10 +11,7 @@ import pytest
 from curate.ffmpeg import FFmpegError
 from motion import MotionError, compute_motion, get_backend, num_pairs, score_video, stats_from_flow
 
-try:
-    from motion_fixtures import encode, texture, translating_frames
-except ImportError:  # tests/ imported as a package
-    from tests.motion_fixtures import encode, texture, translating_frames
+from motion_fixtures import encode, texture, translating_frames
 
 SPEEDS = (0, 1, 2, 4, 8)
 FRAMES = 9  # 8 pairs per video

@@ -15,10 +15,7 @@ pytest.importorskip("torchvision")
 from motion import MotionStage, MotionWeightsError, compute_motion, get_backend  # noqa: E402
 from motion import raft as raft_mod  # noqa: E402
 
-try:
-    from motion_fixtures import encode_bytes, translating_frames
-except ImportError:  # tests/ imported as a package
-    from tests.motion_fixtures import encode_bytes, translating_frames
+from motion_fixtures import encode_bytes, translating_frames
 
 SIZE = 128  # RAFT's minimum input; the smallest size that exercises the real model
 UPDATES = 2

@@ -11,10 +11,7 @@ from curate import schema
 from curate.stage import Resources
 from motion import MotionStage, score_video, get_backend
 
-try:
-    from motion_fixtures import encode_bytes, translating_frames
-except ImportError:  # tests/ imported as a package
-    from tests.motion_fixtures import encode_bytes, translating_frames
+from motion_fixtures import encode_bytes, translating_frames
 
 
 def _row(clip_id: str, mp4, **kw) -> dict:
