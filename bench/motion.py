@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| backend | size | dtype | batch | workers | pairs/s | x real time | vs farneback | vs b1 | vs fp32 |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        def f(k, fmt="{:.2f}"):
+        def f(k, fmt="{:.2f}", r=r):
             return fmt.format(r[k]) if k in r else "-"
 
         head = f"| {r['backend']} | {r['size']} | {r['dtype']} | {r['batch']} | {r['workers']} |"

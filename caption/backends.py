@@ -26,8 +26,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from caption.sampling import ClipFrames
@@ -318,7 +319,7 @@ class CaptionBackend(abc.ABC):
         """The full model input text (chat template, video placeholder) for one instruction."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: backends that hold nothing need not override it)
         """Release the model (GPU memory)."""
 
     @staticmethod

@@ -22,12 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from curate import schema
-from curate.stage import Resources, Stage
-
 from caption.hygiene import DEFAULT_MAX_CHARS, DEFAULT_MIN_WORDS, clean_caption
 from caption.prompts import PromptTemplate, get_template
 from caption.sampling import CLIP_FPS, DEFAULT_MAX_FRAMES, ClipFrames, sample_frames
+from curate import schema
+from curate.stage import Resources, Stage
 
 log = logging.getLogger(__name__)
 

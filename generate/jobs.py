@@ -36,9 +36,10 @@ import logging
 import re
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -130,7 +131,7 @@ class Job(BaseModel):
     motion_levels: str | None = None
 
     @model_validator(mode="after")
-    def _source(self) -> "Job":
+    def _source(self) -> Job:
         if self.index is None and not self.prompt:
             raise ValueError("a job needs a prompt (text-to-video), an image + prompt (image-to-video) or an index")
         if self.index is not None and self.image is not None:

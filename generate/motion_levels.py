@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curate.levels_file import LEVELS_FILE  # noqa: F401 (part of generate's API)
+
 OFFICIAL_MOTION_LEVELS: dict[str, float] = {"low": 1.0, "medium": 10.0, "high": 50.0, "extreme": 100.0}
 
 
@@ -34,7 +35,7 @@ class MotionLevels:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def official(cls) -> "MotionLevels":
+    def official(cls) -> MotionLevels:
         return cls(dict(OFFICIAL_MOTION_LEVELS), "official-defaults")
 
     def resolve(self, motion: str | float | int) -> float:

@@ -27,9 +27,10 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,7 +128,7 @@ def randomize_parameters_(module: nn.Module, seed: int = 0, std: float = 0.05) -
     """
     g = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for _name, p in module.named_parameters():
             if p.is_meta or bool((p != 0).any()):
                 continue
             if p.numel() == 1:  # merge scalars
@@ -209,7 +210,7 @@ class KandinskyVideoPipeline:
         *,
         text_encoder_dtype: torch.dtype | str | None = None,
         movq_dtype: torch.dtype | str | None = None,
-    ) -> "KandinskyVideoPipeline":
+    ) -> KandinskyVideoPipeline:
         """Move to ``device`` / cast. U-Nets take ``dtype``; MoVQs ``movq_dtype`` (default fp32, as
         upstream: see ``DEFAULT_MOVQ_DTYPE``); the text encoder ``text_encoder_dtype`` (default ``dtype``)."""
         if device is not None:
@@ -238,7 +239,7 @@ class KandinskyVideoPipeline:
         for name, m in self.components.items():
             m.to(self.device if self._resident(name) else torch.device("cpu"))
 
-    def use_official_precision(self) -> "KandinskyVideoPipeline":
+    def use_official_precision(self) -> KandinskyVideoPipeline:
         """Run with the official code's precision: fp16 U-Nets called under fp16 autocast (which
         keeps softmax and the norms in fp32), the text encoder and both MoVQs in fp32 (~55 GB of
         weights for the released model, against ~37 GB with bf16 U-Nets and encoder)."""
@@ -251,7 +252,7 @@ class KandinskyVideoPipeline:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.unet_autocast)
 
-    def enable_offload(self, mode: str = "model") -> "KandinskyVideoPipeline":
+    def enable_offload(self, mode: str = "model") -> KandinskyVideoPipeline:
         """``"model"``: every component waits on the CPU and visits the GPU for its stage;
         ``"text_encoder"``: only the text encoder does; ``"none"``: all stay on the device."""
         if mode not in OFFLOAD_MODES:
@@ -280,7 +281,7 @@ class KandinskyVideoPipeline:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def compile(self, mode: str | None = None) -> "KandinskyVideoPipeline":
+    def compile(self, mode: str | None = None) -> KandinskyVideoPipeline:
         """``torch.compile`` the U-Nets and the video decoder (in place; first call is slow)."""
         for m in (self.unet, self.interpolation_unet, self.video_movq.decoder):
             m.compile(mode=mode, dynamic=False)
@@ -299,7 +300,7 @@ class KandinskyVideoPipeline:
         offload: str = "none",
         motion_levels: str | os.PathLike | MotionLevels | None = None,
         load_text_encoder: bool = True,
-    ) -> "KandinskyVideoPipeline":
+    ) -> KandinskyVideoPipeline:
         """Load the official checkpoints from a local folder (see :mod:`generate.checkpoints`).
 
         ``text_encoder``: hub id or local folder of the T5 encoder (default: the one named in
@@ -353,7 +354,7 @@ class KandinskyVideoPipeline:
         offload: str = "none",
         motion_levels: str | os.PathLike | MotionLevels | None = None,
         load_text_encoder: bool = True,
-    ) -> "KandinskyVideoPipeline":
+    ) -> KandinskyVideoPipeline:
         """Load a folder written by :meth:`save_pretrained` (exact round trip when dtype is None)."""
         folder = Path(folder)
         meta_path = folder / PIPELINE_FILE
@@ -420,7 +421,7 @@ class KandinskyVideoPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str = torch.float32,
         with_text_encoder: bool = True,
-    ) -> "KandinskyVideoPipeline":
+    ) -> KandinskyVideoPipeline:
         """Random weights, for tests (``tiny``) and speed/memory benchmarks (``full``: the released
         architecture, 4.1B + 4.0B U-Nets, and a Flan-UL2-shaped 8.6B text encoder). Outputs are noise."""
         dev, dt = torch.device(device), parse_dtype(dtype)
@@ -589,7 +590,7 @@ class KandinskyVideoPipeline:
             for i, t in enumerate(_progress(sched.timesteps, "first frame", progress)):
                 inp = torch.cat([x, static], dim=1)
                 tt = _scalar(t, dev)
-                eps = self._evaluate(lambda s, c, m: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs, record=rec)
+                eps = self._evaluate(lambda s, c, m, tt=tt: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs, record=rec)
                 x = sched.step(eps, i, x, generator=generator)
         return x
 
@@ -658,7 +659,7 @@ class KandinskyVideoPipeline:
                 inputs = [torch.cat([x, s], dim=1) for s in statics]
                 tt = _scalar(t, dev)
                 eps = self._evaluate(
-                    lambda s, cc, m: unet(s, tt, cc, m, num_frames=T, motion_score=motion, noise_level=level),
+                    lambda s, cc, m, tt=tt: unet(s, tt, cc, m, num_frames=T, motion_score=motion, noise_level=level),
                     inputs, ctxs, coefs, record=rec,
                 )
                 x = sched.step(eps, i, x, generator=generator)
@@ -704,7 +705,7 @@ class KandinskyVideoPipeline:
                 inputs = [torch.cat([b[2][0], x, b[2][1]], dim=1) for b in branches]
                 tt = _scalar(t, dev)
                 v = self._evaluate(
-                    lambda s, cc, m, temporal_mask: iunet(
+                    lambda s, cc, m, temporal_mask, tt=tt: iunet(
                         s, tt, cc, m, num_groups=groups, skip_frames=skip, perturbation_time=perturbation,
                         temporal_mask=temporal_mask,
                     ),

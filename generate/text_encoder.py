@@ -15,9 +15,10 @@ keep the text encoder swappable and offloadable, users asked for smaller ones.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,10 +48,10 @@ class PromptEmbeds:
     context: torch.Tensor
     mask: torch.Tensor
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PromptEmbeds":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> PromptEmbeds:
         return PromptEmbeds(self.context.to(device=device, dtype=dtype), self.mask.to(device=device))
 
-    def __getitem__(self, i) -> "PromptEmbeds":
+    def __getitem__(self, i) -> PromptEmbeds:
         sl = slice(i, i + 1) if isinstance(i, int) else i
         return PromptEmbeds(self.context[sl], self.mask[sl])
 
@@ -86,7 +87,7 @@ class KandinskyTextEncoder(nn.Module):
         context_dim: int = 4096,
         dtype: torch.dtype = torch.float32,
         local_files_only: bool | None = None,
-    ) -> "KandinskyTextEncoder":
+    ) -> KandinskyTextEncoder:
         """Load a T5 encoder and its tokenizer with transformers, and the projection.
 
         ``pretrained``: hub id (e.g. ``google/flan-ul2``) or a local folder with ``config.json``,

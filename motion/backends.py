@@ -19,8 +19,9 @@ torch is imported only when a RAFT backend is built, so CPU curation nodes that 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,6 @@ from motion.flow import (  # noqa: F401
     stats_from_flow,
 )
 from motion.raft import RaftBackend
-
 
 DEFAULT_DIS_PRESET = "medium"
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from caption_fixtures import CLIP_FRAMES, sample_clips
 
 from caption.sampling import ClipFrames, sample_frame_indices, sample_frames
-
-from caption_fixtures import CLIP_FRAMES, sample_clips
 
 # (num_frames, kwargs, expected indices)
 INDICES = [

@@ -12,6 +12,7 @@ import copy
 
 import numpy as np
 import pytest
+from caption_fixtures import CLIP_FRAMES, make_row, sample_clips, tiny_model
 
 from caption.backends import CaptionModelError
 from caption.prompts import PromptError, get_template, prompt_hash
@@ -19,8 +20,6 @@ from caption.sampling import sample_frame_indices
 from caption.stage import FRAMES_KEY, FRAMES_META_KEY, CaptionPrepStage, CaptionStage, needs_caption
 from curate import schema
 from curate.stage import Resources
-
-from caption_fixtures import CLIP_FRAMES, make_row, sample_clips, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from generate_fixtures import make_fake_curated, tiny_pipeline
 from PIL import Image
 
 from generate import load_motion_levels, resolve_motion
 from generate.cli import add_arguments, main, run
 from generate.jobs import expand_jobs, load_config
 from generate.video_io import first_frame_of_clip, probe_video, read_curated_index
-
-from generate_fixtures import make_fake_curated, tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

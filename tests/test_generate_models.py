@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from generate_fixtures import official_movq_keys, official_unet_keys
 
 from generate import (
     InterpolationUNet3D,
@@ -18,8 +19,6 @@ from generate import (
 )
 from generate.layers import conv_over_frames
 from generate.pipeline import randomize_parameters_
-
-from generate_fixtures import official_movq_keys, official_unet_keys
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -22,7 +22,6 @@ from generate import KandinskyVideoPipeline
 from generate.scheduler import DDPMScheduler
 from generate.text_encoder import PromptEmbeds
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kv11_parity"

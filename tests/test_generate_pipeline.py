@@ -8,11 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from generate_fixtures import FAST, tiny_pipeline
 from PIL import Image
 
 from generate import KandinskyVideoPipeline, num_video_frames, prepare_image
-
-from generate_fixtures import FAST, tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
+from motion_fixtures import encode_bytes, translating_frames
+
 from motion import MotionStage, MotionWeightsError, compute_motion, get_backend  # noqa: E402
 from motion import raft as raft_mod  # noqa: E402
-
-from motion_fixtures import encode_bytes, translating_frames
 
 SIZE = 128  # RAFT's minimum input; the smallest size that exercises the real model
 UPDATES = 2

@@ -6,12 +6,11 @@ import copy
 
 import numpy as np
 import pytest
+from motion_fixtures import encode_bytes, translating_frames
 
 from curate import schema
 from curate.stage import Resources
-from motion import MotionStage, score_video, get_backend
-
-from motion_fixtures import encode_bytes, translating_frames
+from motion import MotionStage, get_backend, score_video
 
 
 def _row(clip_id: str, mp4, **kw) -> dict:
