@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ from curate import schema
 from curate.borders import BorderParams, Crop, FrameProfile, detect_crop, frame_profile
 from curate.ffmpeg import FFMPEG, ToolPipe, ffprobe_json, safe_input
 from curate.probe import VideoInfo
+from curate.scene_features import FrameFeature
 from curate.scenes import SceneDetector, scenes_from_cuts
 
 
@@ -49,6 +51,7 @@ class SceneInfo:
     start_s: float
     end_s: float
     crop: Crop
+    stats: dict = field(default_factory=dict)  # per-scene statistics of the frame features
 
     @property
     def duration_s(self) -> float:
@@ -116,6 +119,7 @@ def analyze_unit(
     end_frame: int | None,
     params: AnalysisParams,
     clock: FrameClock,
+    features: Sequence[FrameFeature] = (),
 ) -> UnitAnalysis:
     """Decode frames [first_frame, end_frame) of ``info.path`` once; find scenes and crops.
 
@@ -180,7 +184,10 @@ def analyze_unit(
             buf = pipe.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break
-            detector.push(np.frombuffer(buf, np.uint8).reshape(ah, aw, 3))
+            frame = np.frombuffer(buf, np.uint8).reshape(ah, aw, 3)
+            detector.push(frame)
+            for feature in features:
+                feature.push(first_frame + n, frame)
             n += 1
         code, err = pipe.finish()
         if params.borders:
@@ -201,8 +208,9 @@ def analyze_unit(
     for sc in scenes_from_cuts(detector.cuts(), first_frame, last):
         own = [p for p in profiles if sc.start_frame <= p.frame_index < sc.end_frame]
         crop = detect_crop(own, info.width, info.height, params.border) if params.borders else Crop(0, 0, info.width, info.height)
+        stats = {k: v for f in features for k, v in f.scene_stats(sc.start_frame, sc.end_frame).items()}
         scenes.append(
-            SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop)
+            SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop, stats)
         )
     return UnitAnalysis(
         scenes=scenes,

@@ -30,6 +30,7 @@ from curate.ffmpeg import require_binaries
 from curate.stages import KVID_VERSION, CurateParams, analyze_work_unit, plan_source, transcode_record
 from pipelines import rows as R
 from pipelines.config import ConfigError, CurateConfig
+from pipelines.dedup_cmd import add_dedup_gate
 
 log = logging.getLogger("kvid")
 
@@ -377,6 +378,7 @@ def build_dataset(cfg: CurateConfig, todo_file: str):
     # Ray from fusing the two operators into one task, which would encode a long source's
     # scenes one after another instead of as parallel tasks.
     ds = ds.flat_map(analyze_op, fn_kwargs={"params": params}, num_cpus=1, memory=ANALYZE_MEMORY, compute=tasks)
+    ds = add_dedup_gate(ds, cfg)  # near copies become rejects here, before the encode
     ds = ds.map(transcode_op, fn_kwargs={"params": params}, num_cpus=1, memory=TRANSCODE_MEMORY, compute=tasks)
     if cfg.motion_enabled:
         ds = ds.map_batches(MotionActor, fn_constructor_kwargs={"cfg": cfg}, **motion_actor_options(cfg))

@@ -98,6 +98,53 @@ def thumbnail_strip(out_dir: str, row: dict, n: int, height: int = 96) -> str | 
     return rel
 
 
+def scene_frame(out_dir: str, row: dict, height: int = 96) -> str | None:
+    """A JPEG of the middle frame of a row's scene, read from its source (duplicates have
+    no video of their own), cached under OUT/report_thumbs/. Path relative to OUT, or None."""
+    from curate.remote import is_uri
+
+    rel = os.path.join(THUMBS, f"frame-{row['clip_id']}.jpg")
+    path = os.path.join(out_dir, rel)
+    if os.path.exists(path):
+        return rel
+    if row.get("source_start_s") is None or is_uri(row["source"]) or not os.path.exists(row["source"]):
+        return None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    middle = (row["source_start_s"] + (row["source_end_s"] or row["source_start_s"])) / 2
+    try:
+        run_ffmpeg(["-ss", f"{middle:.3f}", "-i", safe_input(row["source"]), "-frames:v", "1",
+                    "-vf", f"scale=-2:{height}", "-q:v", "4", "-y", path], timeout=60)
+    except (FFmpegError, OSError):
+        return None
+    return rel if os.path.exists(path) else None
+
+
+def duplicates_html(out_dir: str, s: dict, max_groups: int = 100) -> str:
+    """Duplicate groups: the kept clip and its copies, a frame of each side by side."""
+    e = html.escape
+    groups: dict[str, list[dict]] = {}
+    for r in s["rejects"]:
+        if r.get("reject_reason") == "duplicate" and r.get("duplicate_of"):
+            groups.setdefault(r["duplicate_of"], []).append(r)
+    if not groups:
+        return ""
+    by_id = {r["clip_id"]: r for r in s["index"]}
+
+    def cell(r: dict | None, label: str, clip_id: str) -> str:
+        rel = scene_frame(out_dir, r) if r else None
+        img = f"<img src='{e(rel)}' loading=lazy>" if rel else "(no frame)"
+        where = f"{e(os.path.basename(r['source']))} {_seconds(r['duration_s'])}" if r else "not in this version"
+        return f"<td>{img}<br><b>{label}</b> <code>{e(clip_id)}</code><br>{where}</td>"
+
+    rows = []
+    for kept, dups in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:max_groups]:
+        cells = [cell(by_id.get(kept), "kept", kept)]
+        cells += [cell(d, "duplicate", d["clip_id"]) for d in sorted(dups, key=lambda d: d["clip_id"])]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    more = f"<p>{len(groups) - max_groups} more groups not shown.</p>" if len(groups) > max_groups else ""
+    return (f"<h2>duplicate groups ({len(groups)})</h2><table class=dups>{''.join(rows)}</table>{more}")
+
+
 def _html_hist(title: str, hist) -> str:
     if not hist:
         return f"<div><h3>{html.escape(title)}</h3><p>no values</p></div>"
@@ -153,6 +200,7 @@ kvid {e(str(manifest.get('kvid_version', '?')))}</p>
 <div class=grid>{hists}<div><h3>rejects by stage/reason</h3><table>{reasons}</table></div></div>
 <h2>clips</h2><table><tr><th>frames and caption</th><th>clip</th><th>format</th><th>motion</th></tr>{''.join(clip_rows)}</table>
 {f'<p>{more} more clips not shown.</p>' if more > 0 else ''}
+{duplicates_html(out_dir, s)}
 <h2>rejects</h2><table><tr><th>source</th><th>stage</th><th>reason</th><th>length</th><th>message</th></tr>{reject_rows}</table>
 </body></html>"""
     path = os.path.join(out_dir, REPORT)

@@ -10,6 +10,7 @@ travels between our own operators.
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
 from dataclasses import asdict
@@ -24,6 +25,8 @@ from curate.stages import WorkUnit
 
 def _json_default(value: Any) -> Any:
     # Stages may hand back numpy scalars or arrays (scores, per-pair lists).
+    if isinstance(value, bytes):  # the signature blob; ClipRecord decodes it again
+        return base64.b64encode(value).decode("ascii")
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
