@@ -82,10 +82,13 @@ _DCT_SIZE = 32
 def frame_hash(frame_bgr: np.ndarray) -> tuple[int, int]:
     """(64-bit pHash, mean luma) of one BGR frame."""
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    # Gaussian halvings first: an area resize straight from 256 px wide costs 3x more.
+    while gray.shape[0] >= 4 * _DCT_SIZE and gray.shape[1] >= 4 * _DCT_SIZE:
+        gray = cv2.pyrDown(gray)
     small = cv2.resize(gray, (_DCT_SIZE, _DCT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8].reshape(-1)
-    bits = low > np.median(low[1:])  # the DC term says only how bright the frame is
-    return int.from_bytes(np.packbits(bits).tobytes(), "big"), int(round(float(small.mean())))
+    median = np.partition(low[1:], 31)[31]  # the DC term says only how bright the frame is
+    return int.from_bytes(np.packbits(low > median).tobytes(), "big"), round(float(small.mean()))
 
 
 @dataclass
@@ -183,11 +186,16 @@ def clip_key(sig: Signature) -> int:
     return int(majority_keys(sig.hashes[None, :])[0])
 
 
-def majority_keys(hashes: np.ndarray) -> np.ndarray:
-    """(N, S) uint64 -> (N,) uint64 bitwise majority over each row (for benchmarks and batches)."""
-    bits = np.unpackbits(hashes.astype(">u8").view(np.uint8).reshape(*hashes.shape, 8), axis=-1)  # (N, S, 64)
-    maj = bits.sum(axis=1, dtype=np.int32) * 2 > hashes.shape[1]
-    return np.packbits(maj.astype(np.uint8), axis=-1).view(">u8").reshape(-1).astype(np.uint64)
+def majority_keys(hashes: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """(N, S) uint64 -> (N,) uint64 bitwise majority over each row (batches, benchmarks);
+    ``chunk`` rows at a time, so memory stays bounded (64 bytes per hash while unpacked)."""
+    out = np.empty(len(hashes), dtype=np.uint64)
+    for at in range(0, len(hashes), chunk):
+        part = np.ascontiguousarray(hashes[at : at + chunk], dtype=">u8")
+        bits = np.unpackbits(part.view(np.uint8).reshape(*part.shape, 8), axis=-1)  # (n, S, 64)
+        maj = bits.sum(axis=1, dtype=np.int32) * 2 > hashes.shape[1]
+        out[at : at + chunk] = np.packbits(maj.astype(np.uint8), axis=-1).view(">u8").reshape(-1)
+    return out
 
 
 def signature_distance(a: Signature, b: Signature, params: MatchParams = MatchParams()) -> tuple[float, float, float]:
@@ -195,21 +203,29 @@ def signature_distance(a: Signature, b: Signature, params: MatchParams = MatchPa
     of ``b`` against ``a`` (within ``max_offset_s``); (64, 0, 255) when they cannot be aligned."""
     if a.kind != b.kind or a.rate != b.rate or not len(a) or not len(b):
         return 64.0, 0.0, 255.0
-    longer = max(len(a), len(b))
-    max_off = int(round(params.max_offset_s * a.rate))
-    best = (64.0, 0.0, 255.0)
-    for off in range(-max_off, max_off + 1):  # b[j] aligned with a[j + off]
-        i0, j0 = max(0, off), max(0, -off)
-        n = min(len(a) - i0, len(b) - j0)
-        if n <= 0 or n / longer < params.min_overlap:
-            continue
-        bits = float(popcount64(a.hashes[i0 : i0 + n] ^ b.hashes[j0 : j0 + n]).mean())
-        if bits < best[0]:
-            pa = a.profile[i0 : i0 + n].astype(np.float32)
-            pb = b.profile[j0 : j0 + n].astype(np.float32)
-            prof = float(np.abs((pa - pa.mean()) - (pb - pb.mean())).mean())
-            best = (bits, n / longer, prof)
-    return best
+    la, lb = len(a), len(b)
+    max_off = round(params.max_offset_s * a.rate)
+    offsets = np.arange(-max_off, max_off + 1)  # b[j] aligned with a[j + off]
+    n = np.minimum(la - np.maximum(offsets, 0), lb - np.maximum(-offsets, 0))
+    ok = (n > 0) & (n >= params.min_overlap * max(la, lb))
+    if not ok.any():
+        return 64.0, 0.0, 255.0
+    offsets, n = offsets[ok], n[ok]
+    if la * lb <= 1 << 16:
+        # All offsets at once: differing bits of every (i, j) pair, summed along diagonals.
+        bits = popcount64(a.hashes[:, None] ^ b.hashes[None, :])
+        diag = (np.arange(la)[:, None] - np.arange(lb)[None, :]) + (lb - 1)
+        sums = np.bincount(diag.ravel(), weights=bits.ravel(), minlength=la + lb - 1)[offsets + lb - 1]
+    else:  # long signatures: one offset at a time keeps memory linear
+        sums = np.array([popcount64(a.hashes[max(0, o) : max(0, o) + k] ^ b.hashes[max(0, -o) : max(0, -o) + k]).sum()
+                         for o, k in zip(offsets, n, strict=True)], dtype=np.float64)
+    mean_bits = sums / n
+    best = int(np.argmin(mean_bits))
+    off, k = int(offsets[best]), int(n[best])
+    pa = a.profile[max(0, off) : max(0, off) + k].astype(np.float32)
+    pb = b.profile[max(0, -off) : max(0, -off) + k].astype(np.float32)
+    prof = float(np.abs((pa - pa.mean()) - (pb - pb.mean())).mean())
+    return float(mean_bits[best]), k / max(la, lb), prof
 
 
 def is_match(a: Signature, b: Signature, params: MatchParams = MatchParams()) -> bool:
@@ -352,7 +368,9 @@ def duplicate_pairs(keys: np.ndarray, max_bucket: int = MAX_BUCKET) -> np.ndarra
         sv = v[order]
         starts = np.flatnonzero(np.r_[True, sv[1:] != sv[:-1]])
         sizes = np.diff(np.r_[starts, n])
-        for s, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+        two = starts[sizes == 2]  # the common case, vectorised
+        found.append(np.stack([order[two], order[two + 1]], axis=1))
+        for s, size in zip(starts[sizes > 2], sizes[sizes > 2], strict=True):
             members = order[s : s + size]
             head, rest = members[:max_bucket], members[max_bucket:]
             ii, jj = np.triu_indices(len(head), 1)
