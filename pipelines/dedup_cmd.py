@@ -40,21 +40,37 @@ def _duplicate(rec: schema.ClipRecord, kept: str) -> schema.ClipRecord:
     return rec.reject(schema.STAGE_DEDUP, schema.REASON_DUPLICATE, f"near copy of clip {kept}")
 
 
-def folder_index(out_dir: str, params: MatchParams) -> DedupIndex:
-    """A DedupIndex of the clips already in ``out_dir`` (best first, so the kept ones are
-    the rule's choice where the folder itself holds copies)."""
+def signed_rows(out_dir: str) -> list[dict]:
+    """INDEX_COLUMNS of every clip in ``out_dir``; parts written before signatures existed
+    give rows without one (their files lack the column)."""
+    import glob
+    import os
+
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out_dir, shards.INDEX, "shard-*.parquet"))):
+        have = set(pq.ParquetFile(path).schema_arrow.names)
+        table = pq.read_table(path, columns=[c for c in INDEX_COLUMNS if c in have])
+        rows += [{c: r.get(c) for c in INDEX_COLUMNS} for r in table.to_pylist()]
+    return rows
+
+
+def folder_index(rows: list[dict], params: MatchParams) -> DedupIndex:
+    """A DedupIndex of a folder's clips (``signed_rows``), best first, so the kept ones are
+    the rule's choice where the folder itself holds copies."""
     index = DedupIndex(params)
-    rows = shards.read_index(out_dir, INDEX_COLUMNS).to_pylist() if out_dir else []
     for r in sorted((r for r in rows if r["signature"]), key=keep_order):
         index.add(r["clip_id"], Signature.from_bytes(r["signature"]))
     return index
 
 
 class DedupGate:
-    """Ray actor (one per run): admits each analysed scene or turns it into a duplicate."""
+    """Ray actor (one per run): admits each analysed scene or turns it into a duplicate.
+    The folder's clips come from the driver (the actor's node may not see the folder)."""
 
-    def __init__(self, out_dir: str, params: MatchParams):
-        self.index = folder_index(out_dir, params)
+    def __init__(self, folder_rows: list[dict], params: MatchParams):
+        self.index = folder_index(folder_rows, params)
 
     def __call__(self, batch):
         out = {k: [] for k in ("record", "unit", "mp4", "extra")}
@@ -79,7 +95,8 @@ def add_dedup_gate(ds, cfg: CurateConfig):
 
     return ds.map_batches(
         DedupGate,
-        fn_constructor_kwargs={"out_dir": cfg.out, "params": cfg.match_params()},
+        fn_constructor_kwargs={"folder_rows": [r for r in signed_rows(cfg.out) if r["signature"]],
+                               "params": cfg.match_params()},
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=1),
@@ -134,7 +151,7 @@ def dedup_folder(out_dir: str, cfg: CurateConfig, dry_run: bool = False, show_pr
     from pipelines.rewrite import rewrite
 
     shards.recover_publish(out_dir)
-    rows = shards.read_index(out_dir, INDEX_COLUMNS).to_pylist()
+    rows = signed_rows(out_dir)
     params = cfg.match_params()
     duplicates = find_duplicates(rows, params)
     summary: dict[str, Any] = {

@@ -127,19 +127,19 @@ def fail_on(row, victim: str, next_index: str):
 
 def test_killed_dedup_leaves_the_current_version_intact(plain_run, tmp_path, ray_local):
     from curate.dedup import find_duplicates
-    from pipelines.dedup_cmd import INDEX_COLUMNS
+    from pipelines.dedup_cmd import signed_rows
 
     out = tmp_path / "out"
     shutil.copytree(plain_run, out)
     old = {p.name: p.read_bytes() for p in (out / "index").iterdir()}
     cfg = load_config(str(out))
-    dups = find_duplicates(shards.read_index(str(out), INDEX_COLUMNS).to_pylist(), cfg.match_params())
+    dups = find_duplicates(signed_rows(str(out)), cfg.match_params())
     victim = sorted(r["clip_id"] for r in shards.read_index(str(out)).to_pylist())[-1]
     mark = dedup_stages(dups)
+    kill = {"victim": victim, "next_index": str(out / shards.NEXT / "index")}
     with pytest.raises(Exception, match="killed"):
         rewrite(str(out), cfg, "dedup", rewrite_settings(cfg.match_params(), dups),
-                lambda ds: mark(ds).map(fail_on, fn_kwargs={"victim": victim, "next_index": str(out / ".next" / "index")}),
-                show_progress=False)
+                lambda ds: mark(ds).map(fail_on, fn_kwargs=kill), show_progress=False)
     assert {p.name: p.read_bytes() for p in (out / "index").iterdir()} == old
     assert not (out / "versions").exists() and not shards.read_rejects(str(out)).num_rows
     done = shards.finished_parts(str(out / shards.NEXT))
@@ -149,3 +149,16 @@ def test_killed_dedup_leaves_the_current_version_intact(plain_run, tmp_path, ray
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rewrites"][-1]["parts_already_done"] == len(done)
     check_one_kept(out, len(old) - 1)
+
+
+def test_folder_from_before_signatures_is_reported_not_broken(plain_run, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    shutil.copytree(plain_run, out)
+    for path in (out / "index").glob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["signature", "duplicate_of"]), path)
+    assert main(["dedup", str(out)]) == 0
+    assert "5 clips without a signature" in capsys.readouterr().out
+    assert not (out / "versions").exists()
