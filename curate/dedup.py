@@ -1,20 +1,25 @@
 """Near-duplicate clips: a perceptual signature per scene, and matching at linear cost.
 
 Signature (kind ``phash64``), taken in the analysis decode (no extra decode):
-- every analysis frame gets a 64-bit DCT hash (pHash: gray, 32x32 area resize, the 8x8
-  lowest DCT coefficients against their median) and its mean luma: 9 bytes per frame
-  while the unit is decoded;
+- every analysis frame gets a 64-bit DCT hash (pHash: gray, Gaussian halvings and an area
+  resize to 32x32, the 8x8 lowest DCT coefficients against their median) and its mean
+  luma: 9 bytes per frame while the unit is decoded;
 - a scene's signature samples those at ``rate`` per second of the scene (nearest frame),
   so copies at another frame rate sample the same moments: hashes (the visual content)
   plus the mean-luma curve (the temporal profile), at most ``max_samples``.
 Rescaling, re-encoding, small crops and small colour shifts move only a few of the 64
 bits; trimmed ends shift the samples, which the comparison undoes by trying offsets.
 
-Matching (``DedupIndex``): each clip's *key* is the bitwise majority of its frame hashes
-(stable under trims and noise). LSH on the key (``LSH_TABLES`` tables, each keyed by
-``LSH_BITS`` fixed pseudo-random bits of it) proposes candidates; each is verified by the
-full signature distance over aligned samples (best offset within ``max_offset_s``). Cost per
-clip is a few dict look-ups plus a few verifications, so the total grows linearly.
+Matching: each clip's *key* is the bitwise majority of its frame hashes (stable under
+trims and noise). LSH on the key (``LSH_TABLES`` tables, each keyed by ``LSH_BITS`` fixed
+pseudo-random bits of it) proposes candidates; keys closer than ``KEY_MAX_BITS`` are
+verified by the full signature distance over aligned samples (best offset within
+``max_offset_s``), mean luma curves alike. Two implementations give the same answer:
+``DedupIndex`` one clip at a time (the curate gate: dict look-ups per clip) and
+``assign_duplicates`` for a whole folder (``kvid dedup``: sort-based, numpy, one table at
+a time). Both cost a few look-ups and verifications per clip, so time grows about
+linearly; random bucket-mates grow as N^2 / 2^LSH_BITS, a few thousand at a million clips
+(raise LSH_BITS for folders of tens of millions).
 
 Groups: a clip that matches a kept clip becomes a duplicate of it (never of another
 duplicate, so there are no chains). Fed best-first (``keep_order``: longest, then largest
@@ -43,7 +48,7 @@ _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 # LSH on the 64-bit key: a near copy's key differs in a few bits (p ~ 5% per bit), a random
 # one in half. Per table a near copy collides with probability (1 - p)^LSH_BITS (~0.3) and a
 # random clip with 2^-LSH_BITS (6e-8): with 16 tables a near copy is found ~99% of the time
-# and a million clips give ~1 random candidate each.
+# and a million clips give ~1 random bucket-mate each (most fail the key pre-filter).
 LSH_TABLES = 16
 LSH_BITS = 24
 # Candidates whose keys differ in more bits than this skip the full verification (cheap
