@@ -83,18 +83,27 @@ class MatchParams:
 # --- per-frame hashes ----------------------------------------------------------------------
 
 _DCT_SIZE = 32
+# A frame this flat (luma std at 32x32) has no structure to hash: its hash is FLAT_HASH, and
+# clips made mostly of such frames (black, fades, a plain wall) are never matched: they
+# would all look alike. Flat scenes are a filter's business.
+FLAT_STD = 2.0
+FLAT_HASH = 0
+MAX_FLAT_FRACTION = 0.5
 
 
 def frame_hash(frame_bgr: np.ndarray) -> tuple[int, int]:
-    """(64-bit pHash, mean luma) of one BGR frame."""
+    """(64-bit pHash, mean luma) of one BGR frame; FLAT_HASH for a flat frame."""
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
     # Gaussian halvings first: an area resize straight from 256 px wide costs 3x more.
     while gray.shape[0] >= 4 * _DCT_SIZE and gray.shape[1] >= 4 * _DCT_SIZE:
         gray = cv2.pyrDown(gray)
     small = cv2.resize(gray, (_DCT_SIZE, _DCT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    mean, std = cv2.meanStdDev(small)
+    if float(std[0, 0]) < FLAT_STD:
+        return FLAT_HASH, round(float(mean[0, 0]))
     low = cv2.dct(small)[:8, :8].reshape(-1)
     median = np.partition(low[1:], 31)[31]  # the DC term says only how bright the frame is
-    return int.from_bytes(np.packbits(low > median).tobytes(), "big"), round(float(small.mean()))
+    return int.from_bytes(np.packbits(low > median).tobytes(), "big"), round(float(mean[0, 0]))
 
 
 @dataclass
@@ -234,7 +243,13 @@ def signature_distance(a: Signature, b: Signature, params: MatchParams = MatchPa
     return float(mean_bits[best]), k / max(la, lb), prof
 
 
+def mostly_flat(sig: Signature) -> bool:
+    return float(np.mean(sig.hashes == FLAT_HASH)) > MAX_FLAT_FRACTION
+
+
 def is_match(a: Signature, b: Signature, params: MatchParams = MatchParams()) -> bool:
+    if mostly_flat(a) or mostly_flat(b):
+        return False
     bits, overlap, prof = signature_distance(a, b, params)
     return bits <= params.max_distance and overlap >= params.min_overlap and prof <= params.max_profile_diff
 

@@ -131,10 +131,18 @@ def test_streaming_index_and_batch_matching_agree_and_find_planted_copies():
 
 
 def test_keys_of_degenerate_clips_do_not_blow_up_the_candidates():
-    # 500 identical flat clips: one bucket per table holds them all; pairs stay bounded.
-    sig = D.Signature(D.KIND_PHASH, 8.0, np.zeros(16, np.uint64), np.full(16, 16, np.uint8))
-    keys = np.zeros(500, dtype=np.uint64)
+    # 500 identical clips: one bucket per table holds them all; pairs stay bounded.
+    sig = D.Signature(D.KIND_PHASH, 8.0, np.full(16, 0x0123456789ABCDEF, np.uint64), np.full(16, 99, np.uint8))
+    keys = np.full(500, D.clip_key(sig), dtype=np.uint64)
     pairs = D.duplicate_pairs(keys)
     assert len(pairs) <= D.MAX_BUCKET * 500
     dup_of, _ = D.assign_duplicates(keys, lambda i: sig)
     assert (dup_of[1:] == 0).all() and dup_of[0] == -1
+
+
+def test_flat_scenes_are_never_matched():
+    black = lavfi_frames("color=c=black:size=160x120:rate=24", 2.0)
+    grey = lavfi_frames("color=c=0x808080:size=160x120:rate=24", 2.0)
+    a, b = signature_of(black), signature_of(grey)
+    assert (a.hashes == D.FLAT_HASH).all() and D.mostly_flat(a)
+    assert not D.is_match(a, a) and not D.is_match(a, b)
