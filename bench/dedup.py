@@ -217,7 +217,7 @@ def main() -> None:
     ap.add_argument("--stream-max", type=int, default=100000, help="largest size for the streaming index")
     ap.add_argument("--frames", type=int, default=600, help="frames for the signature cost")
     ap.add_argument("--video-s", type=float, default=20.0, help="length of the analysis-decode video")
-    ap.add_argument("--repeats", type=int, default=5, help="analysis decodes per mode (interleaved; a busy VM is noisy)")
+    ap.add_argument("--repeats", type=int, default=5, help="analysis decodes per mode, interleaved")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", action="store_true", help="write bench/results/dedup-vm.json")
     args = ap.parse_args()
