@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from curate import schema
 from curate.borders import BorderParams, Crop, FrameProfile, detect_crop, frame_profile
 from curate.ffmpeg import FFMPEG, ToolPipe, ffprobe_json, safe_input
 from curate.probe import VideoInfo
+from curate.scene_features import FrameFeature
 from curate.scene_filters import SceneFilterParams
 from curate.scenes import SceneDetector, segments
 from curate.transitions import TransitionParams, TransNetFrames
@@ -131,6 +133,7 @@ def analyze_unit(
     end_frame: int | None,
     params: AnalysisParams,
     clock: FrameClock,
+    features: Sequence[FrameFeature] = (),
 ) -> UnitAnalysis:
     """Decode frames [first_frame, end_frame) of ``info.path`` once; find scenes and crops.
 
@@ -145,9 +148,10 @@ def analyze_unit(
     expected = (end_frame if end_frame is not None else total) - first_frame
 
     built = [(f, f.feature(params.scene_filters.of(f))) for f in params.scene_filters.enabled()]
-    small_features = [feat for f, feat in built if f.frames == "analysis"]
+    # ``features``: measurements that are not filters (the near-duplicate signature).
+    small_features = [feat for f, feat in built if f.frames == "analysis"] + list(features)
     full_features = [feat for f, feat in built if f.frames == "full"]
-    measured_now = [feat for f, feat in built if not f.deferred]
+    measured_now = [feat for f, feat in built if not f.deferred] + list(features)
     deferred = {f.name: feat for f, feat in built if f.deferred}
     transnet = TransNetFrames(params.transition) if params.uses_transnet else None
     if transnet is not None:

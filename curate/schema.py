@@ -7,6 +7,7 @@ computed before the decision, so thresholds can change without recomputation.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -20,6 +21,7 @@ STATUS_REJECTED = "rejected"
 STAGE_PROBE = "probe"
 STAGE_SCENES = "scenes"
 STAGE_FILTER = "filter"
+STAGE_DEDUP = "dedup"
 STAGE_TRANSCODE = "transcode"
 STAGE_MOTION = "motion"
 STAGE_CAPTION = "caption"
@@ -46,6 +48,7 @@ REASON_TRANSITION = "transition"  # the frames of a gradual transition (fade, di
 REASON_STATIC = "static"
 REASON_FLAT = "flat"
 REASON_TEXT = "text"
+REASON_DUPLICATE = "duplicate"  # a near copy of the clip named in duplicate_of
 
 
 @dataclass
@@ -100,6 +103,11 @@ class ClipRecord:
     # statistic needs no new column.
     scene_stats: Optional[dict] = None
 
+    # Near-duplicates (curate/dedup.py): the scene's perceptual signature (a blob whose
+    # header names its kind), and on a `duplicate` reject the id of the clip kept instead.
+    signature: Optional[bytes] = None
+    duplicate_of: Optional[str] = None
+
     # Motion (see motion/: px/frame at short side motion_size, 24 fps frames).
     motion_score: Optional[float] = None
     motion_backend: Optional[str] = None
@@ -120,6 +128,10 @@ class ClipRecord:
     shard_size: Optional[int] = None  # byte size of that member
     config_hash: str = ""
     kvid_version: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.signature, str):  # JSON rows carry the blob as base64 text
+            self.signature = base64.b64decode(self.signature)
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,6 +192,8 @@ _ARROW_TYPES = {
     "crop_w": pa.int32(),
     "crop_h": pa.int32(),
     "scene_stats": pa.map_(pa.string(), pa.float64()),
+    "signature": pa.binary(),
+    "duplicate_of": pa.string(),
     "motion_score": pa.float64(),
     "motion_backend": pa.string(),
     "motion_size": pa.int32(),
@@ -243,6 +257,7 @@ def shard_json(record: ClipRecord) -> dict[str, Any]:
     """The per-clip json stored in the tar: the record minus bulky or location-only fields."""
     row = _stored(record.to_row())
     row.pop("source_bytes", None)  # bytes are not JSON; the index keeps them
-    for k in ("shard", "shard_offset", "shard_size", "motion_pair_scores", "work_unit", "work_unit_rows", "source_units"):
+    for k in ("shard", "shard_offset", "shard_size", "motion_pair_scores", "work_unit", "work_unit_rows", "source_units",
+              "signature"):
         row.pop(k, None)
     return row

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from curate import ids, schema, shards
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit, frame_times
 from curate.borders import Crop
+from curate.dedup import SignatureFeature, SignatureParams, signature_bytes
 from curate.ffmpeg import FFmpegError
 from curate.filters import FilterParams, Rejection, check_scene, check_source
 from curate.probe import ProbeError, VideoInfo, probe
@@ -38,6 +39,8 @@ class CurateParams:
     probe_timeout_s: float = 60.0
     tmp_dir: str | None = None
     input_cache: InputCache = field(default_factory=InputCache)  # staged copies of URI sources
+    # The perceptual signature of every scene (near-duplicates); None skips it.
+    signature: SignatureParams | None = field(default_factory=SignatureParams)
 
     def config_hash(self) -> str:
         a = self.analysis
@@ -168,7 +171,8 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
         with staged(unit.source, params.input_cache) as local:
             info = dataclasses.replace(info, path=local)
             clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
-            result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock)
+            features = [SignatureFeature(info.fps, params.signature)] if params.signature else []
+            result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features)
     except (AnalysisError, FFmpegError, OSError) as e:
         reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)
         if isinstance(e, FFmpegError) and e.timed_out:
@@ -185,12 +189,14 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             rec.source_end_s = sc.end_s
             rec.duration_s = sc.duration_s
             rec.crop_x, rec.crop_y, rec.crop_w, rec.crop_h = sc.crop.x, sc.crop.y, sc.crop.w, sc.crop.h
+            stats = dict(sc.stats)
+            rec.signature = signature_bytes(stats.pop("signature", None))  # its own column, not a statistic
             w, h = output_size(sc.crop.w, sc.crop.h, info.sample_aspect, params.transcode.max_short_side)
             rec.width, rec.height = w, h
             rec.aspect_ratio = w / h
             rec.fps = params.transcode.fps
             rec.num_frames = output_frames(sc.duration_s, params.transcode.fps)
-            rec.scene_stats = dict(sc.stats)
+            rec.scene_stats = stats
             if result.decode_errors and params.reject_decode_errors:
                 rec.reject(schema.STAGE_SCENES, schema.REASON_DECODE_ERROR, "decoder errors in this part of the source: " + result.decode_errors)
             elif sc.transition:

@@ -269,3 +269,34 @@ def colour_video(path: str, colour: str = "gray", duration_s: float = 3.0, fps: 
     """One flat colour (an ffmpeg colour name or 0xRRGGBB) for the whole video."""
     w, h = size
     return _render(path, [f"color=c={colour}:size={w}x{h}:rate={fps}"], None, duration_s, enc)
+
+
+def synthetic_signatures(n: int, copies: int, samples: int = 16, seed: int = 0, copy_flips: int = 3):
+    """``n`` random clip signatures whose frame hashes drift over time like a scene's (a few
+    bits change per sample), plus ``copies`` near copies of the first ones: ``copy_flips``
+    random bits flipped per sample, the first sample trimmed, the luma curve jittered.
+    Returns (hashes (n + copies, samples) uint64, profiles uint8 alike, lengths, truth
+    {copy row: original row}); a copy row holds ``samples - 1`` valid samples."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def flips(shape, k):
+        pos = rng.integers(0, 64, size=(*shape, k), dtype=np.uint64)
+        on = rng.random((*shape, k)) < 0.75  # about 0.75 k bits, sometimes fewer
+        return np.bitwise_or.reduce((np.uint64(1) << pos) * on.astype(np.uint64), axis=-1)
+
+    high, low = (rng.integers(0, 2**32, size=n, dtype=np.uint64) for _ in range(2))
+    base = high << np.uint64(32) | low
+    walk = np.bitwise_xor.accumulate(flips((n, samples), 2), axis=1)
+    hashes = base[:, None] ^ walk
+    steps = np.cumsum(rng.integers(-6, 7, size=(n, samples)), axis=1)
+    profile = np.clip(rng.integers(40, 200, size=(n, 1)) + steps, 0, 255)
+    src = np.arange(copies) % n
+    copy_h = np.zeros((copies, samples), np.uint64)
+    copy_h[:, : samples - 1] = hashes[src, 1:] ^ flips((copies, samples - 1), copy_flips)
+    copy_p = np.zeros((copies, samples), np.int64)
+    copy_p[:, : samples - 1] = np.clip(profile[src, 1:] + rng.integers(-3, 4, size=(copies, samples - 1)), 0, 255)
+    lengths = np.r_[np.full(n, samples), np.full(copies, samples - 1)]
+    truth = {n + c: int(s) for c, s in enumerate(src)}
+    return np.vstack([hashes, copy_h]), np.vstack([profile, copy_p]).astype(np.uint8), lengths, truth

@@ -2,8 +2,9 @@
 
 Ray gets exactly what the stage declares: its CPUs, GPUs and memory per worker, its batch
 size, and an actor pool of ``stage.workers`` actors when it is stateful (a model loaded once
-per actor in ``setup()``), else tasks. The actor class is made per stage with the stage
-inside it, so no constructor arguments go through the object store.
+per actor in ``setup()``), else tasks. The stage (its settings, not a loaded model) travels
+to its workers through the object store, however large (a dedup stage holds the output
+folder's signatures).
 """
 
 from __future__ import annotations
@@ -38,13 +39,12 @@ def _run_task(batch, stage: Stage) -> dict[str, list]:
     return _run(stage, batch)
 
 
-class _StageActor:
+class StageActor:
     """One long-lived worker of a stateful stage: ``setup()`` once, then batches."""
 
-    stage: Stage  # set on the subclass made by ``add_stage``
-
-    def __init__(self):
-        self.stage.setup()
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        stage.setup()
 
     def __call__(self, batch) -> dict[str, list]:
         return _run(self.stage, batch)
@@ -56,7 +56,7 @@ def add_stage(ds, stage: Stage, concurrency: int | None = None):
 
     common = {"batch_size": stage.batch_size, "batch_format": "pyarrow", **ray_args(stage)}
     if stage.stateful:
-        actor = type(f"{type(stage).__name__}Actor", (_StageActor,), {"stage": stage})
-        return ds.map_batches(actor, compute=ray.data.ActorPoolStrategy(size=stage.workers or 1), **common)
+        return ds.map_batches(StageActor, fn_constructor_kwargs={"stage": stage},
+                              compute=ray.data.ActorPoolStrategy(size=stage.workers or 1), **common)
     compute = ray.data.TaskPoolStrategy(size=concurrency) if concurrency else None
     return ds.map_batches(_run_task, fn_kwargs={"stage": stage}, compute=compute, **common)

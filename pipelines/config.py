@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from curate.analyze import AnalysisParams
 from curate.borders import BorderParams
+from curate.dedup import MatchParams
 from curate.filters import FilterParams
 from curate.flatness import FlatParams
 from curate.scene_filters import SceneFilterParams
@@ -195,6 +196,20 @@ class CurateConfig(BaseModel):
     caption_workers: Optional[int] = Field(None, ge=1, description="caption actors (default: GPUs, else 1)")
     caption_device: str = Field("auto", description="auto, cpu or cuda")
 
+    # Near-duplicates (curate/dedup.py; every clip's signature is stored either way).
+    dedup: bool = Field(
+        False, description="reject near-duplicate scenes (of this run's clips and those already in --out) before encoding"
+    )
+    dedup_max_distance: float = Field(
+        MatchParams.max_distance, ge=0, le=64, description="mean differing signature bits (of 64) per aligned frame of copies"
+    )
+    dedup_max_offset_s: float = Field(
+        MatchParams.max_offset_s, ge=0, description="copies may be trimmed by up to this many seconds at either end"
+    )
+    dedup_min_overlap: float = Field(
+        MatchParams.min_overlap, gt=0, le=1, description="fraction of the longer clip that must align with the other"
+    )
+
     # Shards.
     shard_max_clips: int = Field(default(ShardWriter, "max_clips"), ge=1, description="clips per tar shard")
     shard_max_mb: float = Field(1024.0, gt=0, description="video megabytes per tar shard")
@@ -253,6 +268,10 @@ class CurateConfig(BaseModel):
     @property
     def caption_enabled(self) -> bool:
         return self.caption_model.lower() != "none"
+
+    def match_params(self) -> MatchParams:
+        return MatchParams(max_distance=self.dedup_max_distance, max_offset_s=self.dedup_max_offset_s,
+                           min_overlap=self.dedup_min_overlap)
 
     def output_settings(self) -> dict:
         return {k: getattr(self, k) for k in OUTPUT_FIELDS}

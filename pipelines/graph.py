@@ -2,6 +2,7 @@
 
     todo.jsonl --plan (probe, split long videos)--> units
                --analyse (one decode: scenes, borders, per-scene statistics, filters)--> scenes
+               --dedup (--dedup: near copies of kept clips become rejects)--> scenes
                --transcode (one ffmpeg per kept scene)--> clips
                --motion (actor pool: GPU when there is one)--> scored clips
                --caption prep (CPU actors) --> caption (actor pool)--> captioned clips
@@ -19,6 +20,7 @@ from curate.stages import AnalyzeStage, PlanStage, TranscodeStage
 from pipelines import rows as R
 from pipelines.adapter import add_stage
 from pipelines.config import CurateConfig
+from pipelines.dedup_cmd import dedup_stage
 from pipelines.ray_runtime import actor_cpus, cluster_cpus, cluster_device, gpu_count
 
 # --- the stages, built for the cluster (shared by the pipeline and the rewrite commands) ----
@@ -118,5 +120,7 @@ def build_dataset(cfg: CurateConfig, todo_file: str):
     workers = cfg.workers or cluster_cpus()
     # Read as text: the lines are parsed by us (see pipelines/inputs.write_todo).
     ds = ray.data.read_text(todo_file).map_batches(R.todo_to_batch, batch_format="pyarrow", batch_size=1)
-    ds = add_stages(ds, [PlanStage(params), AnalyzeStage(params), TranscodeStage(params)], workers)
+    # Near copies (--dedup) become rejects between analysis and the encode: never encoded.
+    dedup = [dedup_stage(cfg)] if cfg.dedup else []
+    ds = add_stages(ds, [PlanStage(params), AnalyzeStage(params), *dedup, TranscodeStage(params)], workers)
     return add_stages(ds, model_stages(cfg), workers)

@@ -104,7 +104,7 @@ def _html_scene_filters(out_dir: str, sf: dict, rejects: list[dict], thumbs: int
     rows = []
     filtered = [r for r in rejects if r["reject_reason"] in SCENE_FILTER_REASONS.values()]
     for r in sorted(filtered, key=lambda r: (r["source"], r["start_frame"] or 0))[:MAX_REJECT_THUMBS]:
-        strip = reject_thumbnail(out_dir, r)[0] if thumbs > 0 else None
+        strip = scene_thumbnail(out_dir, r)[0] if thumbs > 0 else None
         img = f"<img src='{e(strip)}' loading=lazy>" if strip else "(no thumbnail)"
         stats = ", ".join(f"{k} {v:.3g}" for k, v in sorted(_stats(r).items()))
         rows.append(f"<tr><td>{img}</td><td>{e(r['reject_reason'])}<br>{e(os.path.basename(r['source']))}<br>"
@@ -167,15 +167,15 @@ def is_whole_source_reject(row: dict) -> bool:
     return row["start_frame"] is None and row["source_start_s"] is None
 
 
-def reject_thumbnail(out_dir: str, row: dict, height: int = 96) -> tuple[str | None, str]:
-    """One frame of the source at the middle of a rejected scene, cached under
-    OUT/report_thumbs/. Returns (path relative to OUT or None, why there is none)."""
+def scene_thumbnail(out_dir: str, row: dict, height: int = 96) -> tuple[str | None, str]:
+    """One frame of the source at the middle of a row's scene (a rejected scene was never
+    encoded; a duplicate has no video of its own), cached under OUT/report_thumbs/. Returns (path relative to OUT or None, why there is none)."""
     if is_whole_source_reject(row):
         return None, "no thumbnail: the whole source was rejected before any scene was cut"
     source = schema.source_path(row)
     if not os.path.isfile(source):
         return None, "no thumbnail: the source is not a local file here"
-    rel = os.path.join(THUMBS, f"reject-{row['clip_id']}.jpg")
+    rel = os.path.join(THUMBS, f"frame-{row['clip_id']}.jpg")
     path = os.path.join(out_dir, rel)
     if os.path.exists(path):
         return rel, ""
@@ -207,6 +207,32 @@ def clip_file(out_dir: str, row: dict) -> str | None:
     except (OSError, TypeError):
         return None
     return rel
+
+
+def duplicates_html(out_dir: str, s: dict, max_groups: int = 100) -> str:
+    """Duplicate groups: the kept clip and its copies, a frame of each side by side."""
+    e = html.escape
+    groups: dict[str, list[dict]] = {}
+    for r in s["rejects"]:
+        if r.get("reject_reason") == "duplicate" and r.get("duplicate_of"):
+            groups.setdefault(r["duplicate_of"], []).append(r)
+    if not groups:
+        return ""
+    by_id = {r["clip_id"]: r for r in s["index"]}
+
+    def cell(r: dict | None, label: str, clip_id: str) -> str:
+        rel = scene_thumbnail(out_dir, r)[0] if r else None
+        img = f"<img src='{e(rel)}' loading=lazy>" if rel else "(no frame)"
+        where = f"{e(os.path.basename(r['source']))} {_seconds(r['duration_s'])}" if r else "not in this version"
+        return f"<td>{img}<br><b>{label}</b> <code>{e(clip_id)}</code><br>{where}</td>"
+
+    rows = []
+    for kept, dups in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:max_groups]:
+        cells = [cell(by_id.get(kept), "kept", kept)]
+        cells += [cell(d, "duplicate", d["clip_id"]) for d in sorted(dups, key=lambda d: d["clip_id"])]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    more = f"<p>{len(groups) - max_groups} more groups not shown.</p>" if len(groups) > max_groups else ""
+    return (f"<h2>duplicate groups ({len(groups)})</h2><table class=dups>{''.join(rows)}</table>{more}")
 
 
 def _html_hist(title: str, hist) -> str:
@@ -296,7 +322,7 @@ def clip_row(out_dir: str, row: dict, manifest: dict, thumbs: int) -> str:
 def reject_row(out_dir: str, row: dict, thumbs: int) -> str:
     e = html.escape
     if thumbs > 0:
-        thumb, why = reject_thumbnail(out_dir, row)
+        thumb, why = scene_thumbnail(out_dir, row)
     else:
         thumb, why = None, "no thumbnail (--thumbs 0)"
     img = f"<img src='{e(thumb)}' alt='source frame' loading=lazy>" if thumb else f"<span class=why>{e(why)}</span>"
@@ -396,6 +422,7 @@ mp4, copied beside this page into <code>{CLIP_FILES}/</code> (safe to delete).{c
 {clip_rows}</table>
 {f'<p>{more} more clips not shown.</p>' if more > 0 else ''}
 {_html_scene_filters(out_dir, s["scene_filters"], s["rejects"], thumbs)}
+{duplicates_html(out_dir, s)}
 <h2>rejects</h2><p>A scene's thumbnail is a source frame from the middle of the scene. A source rejected
 whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
 <table><tr><th>frame</th><th>source and position</th><th>stage</th><th>reason</th><th>length</th><th>message</th></tr>

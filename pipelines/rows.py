@@ -10,6 +10,7 @@ our own operators. A reject drops its extras: nothing downstream works on it.
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
 from typing import Any
@@ -23,6 +24,8 @@ _FIELDS = set(ClipRecord.__dataclass_fields__)
 
 def _json_default(value: Any) -> Any:
     # Stages may hand back numpy scalars or arrays (scores, per-pair lists).
+    if isinstance(value, bytes):  # the signature blob; ClipRecord decodes it again
+        return base64.b64encode(value).decode("ascii")
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
