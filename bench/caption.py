@@ -34,8 +34,9 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# The repository root goes first even when PYTHONPATH already names it: this folder's own
+# caption.py would otherwise shadow the caption package.
+sys.path.insert(0, ROOT)
 
 from caption.backends import FAMILIES, TransformersBackend, VLLMBackend, vllm_available  # noqa: E402
 from caption.prompts import get_template  # noqa: E402
@@ -119,6 +120,9 @@ def main(argv=None) -> int:
                     help="torch CPU threads (default: 1 for the tiny CPU model, whose ops are too small to "
                          "split; torch's default otherwise)")
     ap.add_argument("--save", action="store_true", help="write bench/results/caption-<device>.json")
+    ap.add_argument("--out", default=None, help="write the JSON to this file (bench/gpu.sh)")
+    ap.add_argument("--profile", default=None, help="torch.profiler top kernels of one transformers batch "
+                    "(the largest batch timed) to this .txt (+ .json)")
     args = ap.parse_args(argv)
 
     import torch
@@ -205,6 +209,15 @@ def main(argv=None) -> int:
             peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
             print(f"  {name:<13}{b:>6}{r['clips']:>7}{r['seconds']:>9.2f}{r['clips_per_s']:>9.2f}"
                   f"{r['out_tokens_per_s']:>11.1f}{r['x_vs_b1']:>9.2f}{peak:>10}")
+        timed = [r for r in results if r["backend"] == name]
+        if args.profile and name == "transformers" and timed:
+            from bench.gpu_parts import profile_top_kernels
+
+            b = timed[-1]["batch"]
+            batch = (clips * (b // len(clips) + 1))[:b]
+            profile_top_kernels(lambda be=backend, bt=batch: be.generate(bt, prompt, max_new), device, args.profile,
+                                f"{family.name} {size} {info['dtype']}, batch {b}, {args.frames} frames, "
+                                f"{max_new} new tokens: one generate call")
         backend.close()
         del backend
         if gpu:
@@ -214,6 +227,11 @@ def main(argv=None) -> int:
     if best:
         print(f"\n  best: {best['clips_per_s']:.2f} clips/s ({best['backend']}, batch {best['batch']})"
               + ("" if gpu else "  [CPU toy model: not a GPU figure]"))
+    if args.out:
+        from bench.gpu_parts import run_info, write_json
+
+        write_json(args.out, {"bench": "caption", "info": {**info, **run_info(device)}, "results": results})
+        print(f"  wrote {args.out}")
     if args.save:
         out_dir = os.path.join(ROOT, "bench", "results")
         os.makedirs(out_dir, exist_ok=True)

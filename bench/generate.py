@@ -40,8 +40,24 @@ PUBLISHED_ANCHOR_S = {"medium": 60.0, "high": 90.0}
 PROMPT = "a red car driving along the beach at sunset"
 
 
+_FLOPS_CACHE: dict = {}
+
+
 def count_flops(module_cls, config, *args, **kwargs) -> int:
-    """Model FLOPs of one forward, counted on the meta device (no memory, no compute)."""
+    """Model FLOPs of one forward, counted on the meta device (no memory, no compute).
+
+    Memoised on (model, config, input shapes): counting costs seconds of Python per call, and
+    every fps preset repeats the first-frame and keyframe shapes.
+    """
+    key = (module_cls.__name__, repr(config),
+           tuple(tuple(a.shape) if torch.is_tensor(a) else a for a in args),
+           tuple(sorted((k, tuple(v.shape) if torch.is_tensor(v) else v) for k, v in kwargs.items())))
+    if key not in _FLOPS_CACHE:
+        _FLOPS_CACHE[key] = _count_flops(module_cls, config, *args, **kwargs)
+    return _FLOPS_CACHE[key]
+
+
+def _count_flops(module_cls, config, *args, **kwargs) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
@@ -147,6 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense peak for the dtype (H100 bf16: 989)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--save", action="store_true", help="also write JSON to bench/results/")
+    p.add_argument("--out", default=None, help="write the JSON to this file (bench/gpu.sh)")
+    p.add_argument("--profile", default=None, help="torch.profiler top kernels of one short video (first fps "
+                   "preset, 3 + 2 steps; optimised path, before the baseline) to this .txt (+ .json)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device or ("cpu" if args.size == "tiny" else "cuda"))
@@ -187,6 +206,23 @@ def main(argv=None) -> int:
     def branches():  # default guidance weights: every branch has a non-zero coefficient
         return {"first_frame": 2, "keyframes": 3, "interpolation": 2}
 
+    env = {
+        "size": args.size, "device": str(device), "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda" else platform.processor() or platform.machine(),
+        "dtype": dtype_name(dtype), "width": args.width, "height": args.height, "steps": args.steps,
+        "interp_steps": args.interp_steps, "compile": args.compile, "offload": args.offload,
+        "decode_chunk_size": args.decode_chunk_size, "peak_tflops": args.peak_tflops,
+        "baseline": "eager fp32, guidance branches one at a time" if baseline != "none" else None,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "build_seconds": build_s,
+        "params": params,
+    }
+
+    def write_out() -> None:
+        if args.out:
+            from bench.gpu_parts import run_info, write_json
+
+            write_json(args.out, {"bench": "generate", "env": {**env, **run_info(str(device))}, "results": results})
+
     results = []
     if not args.no_warmup:
         run_video(pipe, embeds, "low", args)
@@ -211,6 +247,17 @@ def main(argv=None) -> int:
             "decoder_tflops_achieved": dec_tflop / m["stages"]["decode"] if m["stages"].get("decode") else None,
             "published_anchor_seconds": PUBLISHED_ANCHOR_S.get(fps),
         })
+        write_out()  # after each preset: a part stopped at its cap keeps what it measured
+
+    if args.profile:
+        from bench.gpu_parts import profile_top_kernels
+
+        short = argparse.Namespace(**{**vars(args), "steps": min(args.steps, 3),
+                                      "interp_steps": min(args.interp_steps, 2)})
+        run_video(pipe, embeds, args.fps[0], short)  # warm-up at these step counts
+        profile_top_kernels(lambda: run_video(pipe, embeds, args.fps[0], short), str(device), args.profile,
+                            f"generate {args.size} {dtype_name(dtype)} {args.width}x{args.height} fps {args.fps[0]}, "
+                            f"{short.steps} + {short.interp_steps} steps, compile={args.compile}: one video")
 
     if baseline != "none":
         pipe.to(dtype=torch.float32)
@@ -225,17 +272,10 @@ def main(argv=None) -> int:
             r["baseline_seconds_without_text"] = b["seconds"]
             r["speedup_vs_baseline"] = b["seconds"] / r["seconds_without_text"]
 
-    env = {
-        "size": args.size, "device": str(device), "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda" else platform.processor() or platform.machine(),
-        "dtype": dtype_name(dtype), "width": args.width, "height": args.height, "steps": args.steps,
-        "interp_steps": args.interp_steps, "compile": args.compile, "offload": args.offload,
-        "decode_chunk_size": args.decode_chunk_size, "peak_tflops": args.peak_tflops,
-        "baseline": "eager fp32, guidance branches one at a time" if baseline != "none" else None,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "build_seconds": build_s,
-        "params": params,
-    }
     print_table(env, results)
+    if args.out:
+        write_out()
+        print(f"\nwrote {args.out}")
     if args.save:
         out_dir = Path(__file__).resolve().parent / "results"
         out_dir.mkdir(parents=True, exist_ok=True)

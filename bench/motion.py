@@ -29,8 +29,9 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# The repository root goes first even when PYTHONPATH already names it: this folder's own
+# motion.py would otherwise shadow the motion package.
+sys.path.insert(0, ROOT)
 
 from motion import MotionStage, get_backend  # noqa: E402
 from motion.backends import is_raft  # noqa: E402
@@ -109,6 +110,50 @@ def time_stage(name: str, size: int, device: str, dtype: str, batch: int, worker
     return {"pairs_per_s": pairs / dt, "s_per_batch": dt, "timed_iters": 1, "clip_seconds": len(clips) * clip_frames / FPS}
 
 
+def profile_raft(rows: list[dict], device: str, frames_by_size: dict, args) -> None:
+    from bench.gpu_parts import profile_top_kernels
+
+    timed = [r for r in rows if r["backend"].startswith("raft") and "pairs_per_s" in r]
+    if not timed:
+        return
+    first = timed[0]
+    name, size = first["backend"], first["size"]
+    dtype = [r["dtype"] for r in timed if r["backend"] == name][-1]
+    batch = max(r["batch"] for r in timed if (r["backend"], r["size"], r["dtype"]) == (name, size, dtype))
+    frames = frames_by_size[size]
+    idx = np.arange(batch) % (len(frames) - 1)
+    b = get_backend(name, device=device, dtype=dtype, weights=None, num_flow_updates=args.num_flow_updates)
+    b.setup()
+    b.pair_stats(frames[idx], frames[idx + 1])  # warm-up
+    profile_top_kernels(lambda: b.pair_stats(frames[idx], frames[idx + 1]), device, args.profile,
+                        f"{name} {size} px {dtype} batch {batch}, one pair_stats call")
+
+
+def stage_rows(stage_backends, size, device, dtypes, cuda, workers_list, args, emit) -> None:
+    """MotionStage end to end on mp4 clips (needs ffmpeg): decode + resize + flow."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # curated clips as transcode writes them: 720p H.264, resized to `size` on decode
+        clip_frames, clip_short = 48, 720
+        clips = []
+        for i in range(4):
+            path = os.path.join(tmp, f"c{i}.mp4")
+            encode_clip(synthetic_frames(clip_frames, clip_short, speed=2 + i, seed=i), path)
+            with open(path, "rb") as f:
+                clips.append(f.read())
+        clip_w = synthetic_frames(2, clip_short).shape[2]
+        for name in stage_backends:
+            if is_raft(name) and not cuda:
+                continue
+            for nw in ([1] if is_raft(name) else workers_list):
+                bs = 32 if is_raft(name) else 16
+                dtype = dtypes[-1] if is_raft(name) else "-"
+                r = time_stage(name, size, device, dtype if is_raft(name) else "auto", bs, nw, clips,
+                               clip_frames, args.num_flow_updates, (clip_w, clip_short))
+                emit({"backend": f"stage:{name}", "size": size, "dtype": dtype, "batch": bs,
+                      "workers": nw if not is_raft(name) else "-", **r,
+                      "note": f"MotionStage: 4 mp4 clips, 2 s, {clip_w}x{clip_short}: decode + resize + flow"})
+
+
 def device_info(device: str) -> dict:
     import torch
 
@@ -151,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", default=None, help="backends to run end to end through MotionStage on mp4 clips "
                    "(default dis on CPU; dis,raft_large on CUDA; 'none' to skip)")
     p.add_argument("--save", action="store_true", help="write bench/results/motion-<device>.json")
+    p.add_argument("--out", default=None, help="write the JSON to this file (bench/gpu.sh)")
+    p.add_argument("--profile", default=None, help="torch.profiler top kernels of one call of the first RAFT "
+                   "backend (first size, last dtype, largest batch timed) to this .txt (+ .json)")
     args = p.parse_args(argv)
 
     import torch
@@ -225,27 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                 if cuda:
                     torch.cuda.empty_cache()
         if stage_backends:
-            with tempfile.TemporaryDirectory() as tmp:
-                # curated clips as transcode writes them: 720p H.264, resized to `size` on decode
-                clip_frames, clip_short = 48, 720
-                clips = []
-                for i in range(4):
-                    path = os.path.join(tmp, f"c{i}.mp4")
-                    encode_clip(synthetic_frames(clip_frames, clip_short, speed=2 + i, seed=i), path)
-                    with open(path, "rb") as f:
-                        clips.append(f.read())
-                clip_w = synthetic_frames(2, clip_short).shape[2]
-                for name in stage_backends:
-                    if is_raft(name) and not cuda:
-                        continue
-                    for nw in ([1] if is_raft(name) else workers_list):
-                        bs = 32 if is_raft(name) else 16
-                        dtype = dtypes[-1] if is_raft(name) else "-"
-                        r = time_stage(name, size, device, dtype if is_raft(name) else "auto", bs, nw, clips,
-                                       clip_frames, args.num_flow_updates, (clip_w, clip_short))
-                        emit({"backend": f"stage:{name}", "size": size, "dtype": dtype, "batch": bs,
-                              "workers": nw if not is_raft(name) else "-", **r,
-                              "note": f"MotionStage: 4 mp4 clips, 2 s, {clip_w}x{clip_short}: decode + resize + flow"})
+            try:
+                stage_rows(stage_backends, size, device, dtypes, cuda, workers_list, args, emit)
+            except (OSError, subprocess.CalledProcessError, RuntimeError, AssertionError) as e:  # e.g. no libx264
+                emit({"backend": "stage", "size": size, "skipped": True, "note": f"stage failed: {e}"[:200]})
 
     # Ratios against baselines measured in this run.
     fb = {r["size"]: r["pairs_per_s"] for r in rows if r["backend"] == "farneback" and r["workers"] == 1 and "pairs_per_s" in r}
@@ -265,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| backend | size | dtype | batch | workers | pairs/s | x real time | vs farneback | vs b1 | vs fp32 |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        def f(k, fmt="{:.2f}"):
+        def f(k, fmt="{:.2f}", r=r):
             return fmt.format(r[k]) if k in r else "-"
 
         head = f"| {r['backend']} | {r['size']} | {r['dtype']} | {r['batch']} | {r['workers']} |"
@@ -274,6 +305,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{head} {f('pairs_per_s')} | {f('x_realtime')} | {f('vs_farneback')} | {f('vs_b1')} | {f('vs_fp32')} |")
 
+    if args.out:
+        from bench.gpu_parts import run_info, write_json
+
+        write_json(args.out, {"bench": "motion", "info": {**info, **run_info(device)}, "args": vars(args),
+                              "frames": n_frames, "rows": rows})
+        print(f"\nwrote {args.out}")
+    if args.profile:  # after the figures are written: a diagnosis, not a figure
+        profile_raft(rows, device, frames_by_size, args)
     if args.save:
         out_dir = os.path.join(ROOT, "bench", "results")
         os.makedirs(out_dir, exist_ok=True)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curate import synthetic  # noqa: E402
-from pipelines.local_cluster import LocalCluster  # noqa: E402
+from pipelines.testing import LocalCluster  # noqa: E402
 
 OFFLINE = ["--motion-backend", "none", "--caption-model", "none", "-q"]
 
@@ -51,7 +51,7 @@ def driver(args: list[str], env: dict | None = None) -> tuple[float, int]:
     out = subprocess.run([sys.executable, "-c", _DRIVER, *args], cwd=ROOT, env=env or os.environ.copy(),
                          capture_output=True, text=True)
     wall = time.perf_counter() - t
-    line = [l for l in out.stdout.splitlines() if l.startswith("KVID_PEAK_KB")]
+    line = [text for text in out.stdout.splitlines() if text.startswith("KVID_PEAK_KB")]
     if out.returncode != 0 or not line or line[0].split()[2] != "0":
         raise RuntimeError(f"kvid failed: {out.stdout[-1500:]}{out.stderr[-1500:]}")
     return wall, int(line[0].split()[1])

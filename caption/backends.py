@@ -26,8 +26,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from caption.sampling import ClipFrames
@@ -197,6 +198,10 @@ def hub_reachable(endpoint: str | None = None, timeout: float = 2.0) -> bool:
         return False
 
 
+#: the flag named in error messages (`kvid curate`; `kvid caption` accepts it as well)
+CAPTION_MODEL_FLAG = "--caption-model"
+
+
 def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or os.path.exists(model)
 
@@ -213,12 +218,13 @@ def resolve_local_files_only(model: str, offline: bool | None = None) -> bool:
 
 
 def missing_model_message(model: str, detail: str = "") -> str:
+    """One line: what is missing, then the flags that fix it."""
     detail = f" ({detail.strip().splitlines()[-1][:300]})" if detail and detail.strip() else ""
     return (
-        f"caption model {model!r} is not available on this machine and cannot be downloaded here{detail}. "
-        f"Fix: on a machine with internet run `huggingface-cli download {model}` (or `hf download {model}`), "
-        f"copy the folder here and pass its local path as the caption model; or copy a Hugging Face cache that "
-        f"holds it and point HF_HOME at it; or turn captioning off."
+        f"caption model {model!r} is not in the Hugging Face cache and cannot be downloaded here{detail}: "
+        f"on a machine with internet run `huggingface-cli download {model}` (or `hf download {model}`), copy the "
+        f"folder here and pass its local path with {CAPTION_MODEL_FLAG} PATH (or point HF_HOME at a cache that "
+        f"holds it); or turn captioning off with {CAPTION_MODEL_FLAG} none"
     )
 
 
@@ -271,7 +277,8 @@ def inspect_model(model: str, *, offline: bool | None = None, check_weights: boo
         raise CaptionModelError(
             f"caption model folder {model!r} does not exist. Fix: pass the folder that "
             f"`huggingface-cli download <id>` wrote (it holds config.json, the weights and the processor "
-            f"files), or a hub id such as {FAMILIES['qwen2_5_vl'].example}; or turn captioning off."
+            f"files), or a hub id such as {FAMILIES['qwen2_5_vl'].example}; or turn captioning off with "
+            f"{CAPTION_MODEL_FLAG} none."
         )
     local_files_only = resolve_local_files_only(model, offline)
     try:
@@ -312,7 +319,7 @@ class CaptionBackend(abc.ABC):
         """The full model input text (chat template, video placeholder) for one instruction."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: backends that hold nothing need not override it)
         """Release the model (GPU memory)."""
 
     @staticmethod

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-
-from curate import schema
 
 from caption.hygiene import DEFAULT_MAX_CHARS, DEFAULT_MIN_WORDS, clean_caption
 from caption.prompts import PromptTemplate, get_template
 from caption.sampling import CLIP_FPS, DEFAULT_MAX_FRAMES, ClipFrames, sample_frames
+from curate import schema
+from curate.stage import Resources, Stage
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,11 @@ def needs_caption(row: dict, model: str, prompt_hash: str) -> bool:
     )
 
 
-class CaptionPrepStage:
+class CaptionPrepStage(Stage):
     """CPU: decode a clip once and sample its caption frames. No model, no GPU."""
 
     name = "caption_prep"
-    num_cpus = 1
-    num_gpus = 0
+    resources = Resources(cpus=1)
 
     def __init__(
         self,
@@ -92,13 +91,6 @@ class CaptionPrepStage:
         self.decode_timeout = decode_timeout
         self.threads = threads
         self.batch_size = batch_size
-
-    @property
-    def resources(self) -> dict:
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-
-    def setup(self) -> None:
-        """Nothing to load; here for the stage protocol."""
 
     def sample(self, row: dict) -> ClipFrames:
         video = row.get("mp4")
@@ -135,7 +127,7 @@ class CaptionPrepStage:
         }
         return row
 
-    def __call__(self, rows: Iterable[dict]) -> list[dict]:
+    def process(self, rows: list[dict]) -> list[dict]:
         return [self.process_row(row) for row in rows]
 
 
@@ -152,7 +144,7 @@ def _clip_from_row(row: dict) -> ClipFrames:
     )
 
 
-class CaptionStage:
+class CaptionStage(Stage):
     """GPU: caption prepared rows with a VLM loaded once per actor.
 
     ``model`` is a hub id or a local folder, stored as given in ``caption_model``.
@@ -161,7 +153,7 @@ class CaptionStage:
     """
 
     name = "caption"
-    num_cpus = 1
+    stateful = True  # the VLM is loaded once per actor
 
     def __init__(
         self,
@@ -208,8 +200,8 @@ class CaptionStage:
                       "output_tokens": 0, "generate_s": 0.0}
 
     @property
-    def resources(self) -> dict:
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+    def resources(self) -> Resources:  # type: ignore[override]
+        return Resources(cpus=1, gpus=self.num_gpus)
 
     def setup(self) -> None:
         """Load the model once (raises CaptionModelError with the fix when it is missing)."""
@@ -220,11 +212,6 @@ class CaptionStage:
                 self.model, self.device, self.dtype, backend=self.backend_name, offline=self.offline,
                 generation_kwargs=self.generation_kwargs, **self.backend_kwargs,
             )
-
-    def teardown(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
 
     @property
     def frame_short_side(self) -> int | None:
@@ -310,8 +297,7 @@ class CaptionStage:
         for row, text in zip(live, raw):
             self._apply(row, text)
 
-    def __call__(self, rows: Iterable[dict]) -> list[dict]:
-        rows = list(rows)
+    def process(self, rows: list[dict]) -> list[dict]:
         self.setup()
         todo = []
         for row in rows:
@@ -327,4 +313,5 @@ class CaptionStage:
         for row in rows:
             row.pop(FRAMES_KEY, None)
             row.pop(FRAMES_META_KEY, None)
+        log.debug("caption totals so far: %s", self.stats)  # `kvid -v` shows them
         return rows

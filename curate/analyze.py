@@ -112,11 +112,6 @@ class FrameClock:
             return float(self.times[frame])
         return float(self.times[-1]) + (frame - len(self.times) + 1) / self.fps
 
-    def frame_at(self, seconds: float) -> int:
-        if self.times is None:
-            return int(round(seconds * self.fps))
-        return int(np.searchsorted(self.times, seconds - 0.25 / self.fps))
-
 
 def _last_lines(text: str, n: int = 4, limit: int = 400) -> str:
     return "\n".join(text.strip().splitlines()[-n:])[-limit:]

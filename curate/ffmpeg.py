@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,42 @@ def require_binaries() -> None:
             "(Debian/Ubuntu: `sudo apt-get install -y ffmpeg`, or run ./install.sh), "
             "or point KVID_FFMPEG / KVID_FFPROBE at the binaries."
         )
+
+
+def detach_terminal_input() -> None:
+    """Point this process's stdin at /dev/null when it is a terminal.
+
+    Worker processes (Ray's, ours) sit in a background process group of the user's
+    terminal. A child that touches that terminal (ffmpeg sets its modes whenever stdin is a
+    tty, unless -nostdin) is stopped by the kernel with SIGTTOU/SIGTTIN, and the run waits
+    on it forever. Workers never read stdin, so they drop it for good."""
+    if _stdin_is_terminal():
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def terminal_input_detached():
+    """``detach_terminal_input`` for the duration of a block, for processes that keep their
+    terminal (the driver): what is started inside inherits /dev/null as stdin."""
+    if not _stdin_is_terminal():
+        yield
+        return
+    saved = os.dup(0)
+    try:
+        detach_terminal_input()
+        yield
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
 
 
 def safe_input(path: str) -> str:

@@ -12,7 +12,8 @@ _FINGERPRINT_BYTES = 1 << 20
 def short_hash(*parts: object, length: int = 16) -> str:
     h = hashlib.sha256()
     for part in parts:
-        h.update(str(part).encode("utf-8"))
+        # surrogateescape: a non-UTF-8 file name hashes as its raw bytes (valid names are unchanged).
+        h.update(str(part).encode("utf-8", "surrogateescape"))
         h.update(b"\x00")
     return h.hexdigest()[:length]
 

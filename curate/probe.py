@@ -44,7 +44,10 @@ class VideoInfo:
     coded_width: int
     coded_height: int
     rotation: int  # degrees, counter-clockwise as ffprobe's display matrix reports
-    sample_aspect: float  # pixel aspect ratio; 1.0 for square pixels
+    # Pixel aspect of the upright frame (after rotation): one pixel of ``width`` x ``height``
+    # is ``sample_aspect`` times as wide as it is tall; 1.0 for square pixels. A quarter turn
+    # swaps it (a 16:11 coded frame shown on its side has 11:16 pixels).
+    sample_aspect: float
     fps: float  # average frame rate
     fps_fraction: str
     vfr: bool
@@ -52,6 +55,11 @@ class VideoInfo:
     start_time_s: float
     num_frames: int  # exact when the container says so, else estimated from duration
     has_audio: bool
+
+    @property
+    def display_aspect(self) -> float:
+        """Width over height as the picture is shown: upright, pixels made square."""
+        return self.width * self.sample_aspect / self.height
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +73,19 @@ def _rate(text: str | None) -> Fraction | None:
     except (ValueError, ZeroDivisionError):
         return None
     return value if value > 0 else None
+
+
+def _sample_aspect(text: str | None) -> Fraction:
+    """ffprobe writes the pixel aspect as ``16:11``; ``0:1`` or ``N/A`` means unknown (square)."""
+    if not text:
+        return Fraction(1)
+    try:
+        num, _, den = text.replace("/", ":").partition(":")
+        value = Fraction(int(num), int(den or 1))
+    except (ValueError, ZeroDivisionError):
+        return Fraction(1)
+    # Guard against nonsense metadata (a 1:1000 pixel would make a needle-thin clip).
+    return value if Fraction(1, 10) <= value <= 10 else Fraction(1)
 
 
 def _float(value) -> float | None:
@@ -168,7 +189,9 @@ def probe(path: str, timeout: float = 60.0) -> VideoInfo:
         raise ProbeError(schema.REASON_BAD_DIMENSIONS, f"video stream has no size ({coded_w}x{coded_h})")
     rotation = _rotation(stream)
     width, height = (coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h)
-    sar = _rate(stream.get("sample_aspect_ratio")) or Fraction(1)
+    sar = _sample_aspect(stream.get("sample_aspect_ratio"))
+    if rotation in (90, 270):
+        sar = 1 / sar  # the pixel aspect belongs to the coded frame, before the turn
 
     rate = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
     if rate is None:

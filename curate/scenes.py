@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+
+from curate.ffmpeg import terminal_input_detached
+
+# Importing scenedetect runs `ffmpeg -v quiet` once to find it, with our stdin: in a worker of
+# a terminal session that child would be stopped by the kernel (see detach_terminal_input).
+with terminal_input_detached():
+    from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 DETECTORS = ("content", "adaptive", "transnetv2")  # transnetv2: see curate/transitions.py
 PYSCENEDETECT_DETECTORS = ("content", "adaptive")

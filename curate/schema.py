@@ -59,7 +59,11 @@ class ClipRecord:
     error_message: Optional[str] = None
 
     # Where it came from.
-    source: str = ""  # path or URI as resolved at run time
+    source: str = ""  # path or URI as resolved at run time (stored: see source_bytes)
+    # Raw bytes of a source path that is not valid UTF-8 (old archives, network shares).
+    # In memory ``source`` is then Python's surrogate-escaped str (it opens the file); in
+    # Parquet and the tar's json it is shown with \xNN escapes and these bytes keep it exact.
+    source_bytes: Optional[bytes] = None
     source_id: str = ""  # content fingerprint of the source file
     work_unit: str = ""  # (source_id, chunk) unit of work; resume accounting
     work_unit_rows: int = 0  # rows this unit produces in total (clips + rejects)
@@ -148,6 +152,7 @@ _ARROW_TYPES = {
     "reject_reason": pa.string(),
     "error_message": pa.string(),
     "source": pa.string(),
+    "source_bytes": pa.binary(),
     "source_id": pa.string(),
     "work_unit": pa.string(),
     "work_unit_rows": pa.int32(),
@@ -198,18 +203,46 @@ MOTION_COLUMNS = tuple(c for c in COLUMNS if c.startswith("motion_"))
 CAPTION_COLUMNS = ("caption", "caption_model", "caption_prompt_hash")
 
 
+def display_source(source: str) -> str:
+    """A source name as valid UTF-8 text: bytes that are not UTF-8 shown as \\xNN."""
+    try:
+        source.encode("utf-8")
+        return source
+    except UnicodeEncodeError:
+        return source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def source_path(row: dict[str, Any]) -> str:
+    """The exact source name of a stored row (undoes ``display_source``)."""
+    raw = row.get("source_bytes")
+    return raw.decode("utf-8", "surrogateescape") if raw else row["source"]
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    shown = display_source(row.get("source") or "")
+    if shown != row.get("source"):
+        row = {**row, "source": shown, "source_bytes": row["source"].encode("utf-8", "surrogateescape")}
+    return row
+
+
 def records_to_table(records: list[ClipRecord] | list[dict]) -> pa.Table:
-    rows = [r.to_row() if isinstance(r, ClipRecord) else r for r in records]
+    rows = [_stored(r.to_row() if isinstance(r, ClipRecord) else r) for r in records]
     return pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], schema=CLIP_SCHEMA)
 
 
 def table_to_records(table: pa.Table) -> list[ClipRecord]:
-    return [ClipRecord.from_row(r) for r in table.to_pylist()]
+    records = []
+    for r in table.to_pylist():
+        if r.get("source_bytes"):
+            r["source"], r["source_bytes"] = source_path(r), None
+        records.append(ClipRecord.from_row(r))
+    return records
 
 
 def shard_json(record: ClipRecord) -> dict[str, Any]:
     """The per-clip json stored in the tar: the record minus bulky or location-only fields."""
-    row = record.to_row()
+    row = _stored(record.to_row())
+    row.pop("source_bytes", None)  # bytes are not JSON; the index keeps them
     for k in ("shard", "shard_offset", "shard_size", "motion_pair_scores", "work_unit", "work_unit_rows", "source_units"):
         row.pop(k, None)
     return row

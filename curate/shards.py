@@ -14,10 +14,13 @@ visible. A tar without its index is an orphan from a killed run and is removed o
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import io
 import json
 import os
 import re
+import socket
 import tarfile
 import time
 from collections import Counter
@@ -39,6 +42,68 @@ _PART_RE = re.compile(r"^shard-(\d{6,})\.(tar|parquet)$")
 _TAR_MTIME = 0  # fixed member mtime: identical inputs give identical tars
 
 
+WORK_DIR = ".kvid"  # run bookkeeping inside OUT (hidden from readers)
+
+
+class OutputBusy(RuntimeError):
+    """Another kvid process holds the output folder."""
+
+
+class OutputLock:
+    """One writer per output folder: an exclusive ``flock`` on OUT/.kvid/lock, holding the
+    holder's host, pid and command for the message a second writer gets. The kernel drops
+    the lock when its process dies (even by SIGKILL), so a stale lock never blocks a run."""
+
+    def __init__(self, out_dir: str, command: str):
+        self.out_dir = out_dir
+        self.command = command
+        self.path = os.path.join(out_dir, WORK_DIR, "lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> "OutputLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            who = (f"`{holder.get('command', 'kvid')}` (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
+                   f"since {holder.get('started', '?')})") if holder else "another kvid process"
+            raise OutputBusy(
+                f"{self.out_dir} is being written by {who}; one kvid command writes a folder at a time: "
+                "wait for it to finish (or stop it), or use another --out"
+            ) from None
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "command": self.command,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
 def part_name(seq: int) -> str:
     return f"shard-{seq:06d}"
 
@@ -50,10 +115,31 @@ def _fsync_write(path: str, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+class OutputFull(OSError):
+    """The output folder's disk (or quota) is full. Committed parts are intact."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(out_dir: str) -> OutputFull:
+    return OutputFull(
+        errno.ENOSPC,
+        f"no space left on the device of {out_dir}: the part being written was removed and every "
+        "committed part is intact; free some space, then re-run the same command to resume",
+    )
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    _fsync_write(tmp, data)
-    os.replace(tmp, path)
+    try:
+        _fsync_write(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a failed write (a full disk) leaves nothing behind
+        raise
 
 
 def atomic_write_json(path: str, obj) -> None:
@@ -81,8 +167,20 @@ def _parts(folder: str, ext: str) -> dict[int, str]:
     return found
 
 
+def _read_part_file(path: str, columns: list[str] | None) -> pa.Table:
+    """One part file; columns added to the schema after it was written come back null."""
+    if columns is None:
+        return pq.read_table(path)
+    have = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in columns if c in have])
+    for c in columns:
+        if c not in have:
+            table = table.append_column(schema.CLIP_SCHEMA.field(c), pa.nulls(len(table), schema.CLIP_SCHEMA.field(c).type))
+    return table.select(columns)
+
+
 def _read_parts(folder: str, columns: list[str] | None = None) -> pa.Table:
-    tables = [pq.read_table(p, columns=columns) for _, p in sorted(_parts(folder, "parquet").items())]
+    tables = [_read_part_file(p, columns) for _, p in sorted(_parts(folder, "parquet").items())]
     if not tables:
         sch = schema.CLIP_SCHEMA if columns is None else pa.schema([schema.CLIP_SCHEMA.field(c) for c in columns])
         return sch.empty_table()
@@ -133,7 +231,7 @@ def resume_state(out_dir: str) -> ResumeState:
     state = ResumeState(orphans_removed=remove_orphans(out_dir))
     seqs = [*_parts(os.path.join(out_dir, INDEX), "parquet"), *_parts(os.path.join(out_dir, REJECTS), "parquet")]
     state.next_seq = max(seqs) + 1 if seqs else 0
-    cols = ["clip_id", "source", "work_unit", "work_unit_rows", "source_units"]
+    cols = ["clip_id", "source", "source_bytes", "work_unit", "work_unit_rows", "source_units"]
     rows = pa.concat_tables(
         [read_index(out_dir, cols), read_rejects(out_dir, cols)], promote_options="default"
     ).to_pylist()
@@ -144,8 +242,9 @@ def resume_state(out_dir: str) -> ResumeState:
     for r in rows:
         ids_per_unit.setdefault(r["work_unit"], set()).add(r["clip_id"])
         need[r["work_unit"]] = r["work_unit_rows"]
-        units_of_source.setdefault(r["source"], set()).add(r["work_unit"])
-        source_units[r["source"]] = r["source_units"]
+        src = schema.source_path(r)  # as the input listing names it
+        units_of_source.setdefault(src, set()).add(r["work_unit"])
+        source_units[src] = r["source_units"]
     for unit, unit_ids in ids_per_unit.items():
         if len(unit_ids) >= need[unit]:
             state.done_units.add(unit)
@@ -234,21 +333,33 @@ class PartWriter:
 
     def commit(self, always_index: bool = False) -> None:
         """``always_index`` writes an index file even for a part without clips, so a
-        rewrite can tell a finished part from one never started."""
-        if self._tar is not None:
-            self._tar.close()
-            with open(self._tar_tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(self._tar_tmp, os.path.join(self.out_dir, SHARDS, self.name + ".tar"))
-            self._tar = None
-        if self.rejects:
-            atomic_write_table(os.path.join(self.out_dir, REJECTS, self.name + ".parquet"), records_to_table(self.rejects))
-        if self.clips or always_index:
-            atomic_write_table(os.path.join(self.out_dir, INDEX, self.name + ".parquet"), records_to_table(self.clips))
+        rewrite can tell a finished part from one never started. A commit that fails half
+        way (a full disk) removes what it had placed: the part is either whole or absent."""
+        placed: list[str] = []
+        try:
+            if self._tar is not None:
+                self._tar.close()
+                self._tar = None
+                with open(self._tar_tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                placed.append(os.path.join(self.out_dir, SHARDS, self.name + ".tar"))
+                os.replace(self._tar_tmp, placed[-1])
+            if self.rejects:
+                placed.append(os.path.join(self.out_dir, REJECTS, self.name + ".parquet"))
+                atomic_write_table(placed[-1], records_to_table(self.rejects))
+            if self.clips or always_index:
+                atomic_write_table(os.path.join(self.out_dir, INDEX, self.name + ".parquet"), records_to_table(self.clips))
+        except BaseException:
+            for path in placed:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            self.abort()
+            raise
 
     def abort(self) -> None:
         if self._tar is not None:
-            self._tar.close()
+            with contextlib.suppress(OSError):  # closing flushes, which fails on a full disk
+                self._tar.close()
             self._tar = None
         with contextlib.suppress(OSError):
             os.unlink(self._tar_tmp)
@@ -286,9 +397,20 @@ class ShardWriter:
     def add(self, record: ClipRecord, mp4: bytes | None = None) -> None:
         if self._part is None:
             self._part = PartWriter(self.out_dir, part_name(self.seq))
-        self._part.add(record, mp4)
+        try:
+            self._part.add(record, mp4)
+        except OSError as e:
+            self._raise_disk_full(e)
         if self._should_flush(self._part):
             self.flush()
+
+    def _raise_disk_full(self, e: OSError):
+        """A full disk drops the open part (its temporary tar goes, so the space comes back)
+        and says what to do; other errors pass through."""
+        if not is_disk_full(e):
+            raise e
+        self.abort()
+        raise disk_full_error(self.out_dir) from e
 
     def _should_flush(self, part: PartWriter) -> bool:
         if len(part.clips) >= self.max_clips or part.bytes >= self.max_bytes or len(part.rejects) >= self.max_clips:
@@ -297,10 +419,15 @@ class ShardWriter:
 
     def flush(self) -> None:
         """Commit what is pending as one part."""
-        part, self._part = self._part, None
+        part = self._part
         if part is None or part.empty:
+            self._part = None
             return
-        part.commit()
+        try:
+            part.commit()
+        except OSError as e:
+            self._raise_disk_full(e)
+        self._part = None
         self.written["clips"] += len(part.clips)
         self.written["rejects"] += len(part.rejects)
         self.written["bytes"] += part.bytes

@@ -7,11 +7,11 @@ Every bad input ends as a reject record with a reason; nothing here raises for o
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 
-from curate import ids, schema
+from curate import ids, schema, shards
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit, frame_times
 from curate.borders import Crop
 from curate.ffmpeg import FFmpegError
@@ -20,12 +20,10 @@ from curate.probe import ProbeError, VideoInfo, probe
 from curate.remote import InputCache, source_name, staged
 from curate.scene_filters import check_stats
 from curate.schema import ClipRecord
+from curate.stage import Resources, Row, Stage
+from curate.version import KVID_VERSION
 from curate.transcode import TranscodeParams, output_frames, output_size, transcode_scene
 
-try:
-    KVID_VERSION = importlib.metadata.version("kvid")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    KVID_VERSION = "0.0.0+src"
 
 
 @dataclass(frozen=True)
@@ -201,7 +199,9 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             else:
                 # Cheapest first: length and size, then the analysis statistics; the costly
                 # (deferred) measurements run only for scenes still kept.
-                _apply_rejection(rec, check_scene(sc.duration_s, sc.crop.w, sc.crop.h, params.filters)
+                # Sizes are judged on the picture as shown: an anamorphic source's pixels are not square.
+                shown_w = max(1, round(sc.crop.w * info.sample_aspect))
+                _apply_rejection(rec, check_scene(sc.duration_s, shown_w, sc.crop.h, params.filters)
                                  or check_stats(rec.scene_stats, params.analysis.scene_filters, deferred=False))
                 if rec.ok and result.deferred:
                     crop = (sc.crop.x, sc.crop.y, sc.crop.w, sc.crop.h)
@@ -233,6 +233,11 @@ def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> 
             clip = transcode_scene(dataclasses.replace(info, path=local), rec.source_start_s, rec.source_end_s,
                                    crop, params.transcode, params.tmp_dir)
     except (FFmpegError, OSError) as e:
+        if shards.is_disk_full(e) or "No space left on device" in getattr(e, "stderr", ""):
+            # Not the scene's fault: stop the run (a reject would lose the clip for good).
+            raise shards.OutputFull(
+                28, f"no space left in the scratch folder ({params.tmp_dir or tempfile.gettempdir()}) while encoding: "
+                "free space there or pass --tmp-dir, then re-run the same command to resume") from e
         reason = schema.REASON_TIMEOUT if getattr(e, "timed_out", False) else schema.REASON_TRANSCODE_FAILED
         rec.reject(schema.STAGE_TRANSCODE, reason, str(e))
         return None
@@ -241,3 +246,71 @@ def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> 
     rec.num_frames = clip.num_frames
     rec.fps = clip.fps
     return clip.data
+
+
+# --- the curate stages (see curate/stage.py): what the pipeline runs ----------------------
+
+PLAN_MEMORY = 64 * 2**20
+ANALYZE_MEMORY = 256 * 2**20  # one decode: small BGR frames, luma samples, per-frame statistics
+TRANSCODE_MEMORY = 768 * 2**20  # one decode + one x264 encode, up to 1080p
+
+
+class PlanStage(Stage):
+    """``{"todo": {"source", "done_units"}}`` -> one row per unit of work still to do
+    (``{"unit": WorkUnit}``), or the source's reject row."""
+
+    name = schema.STAGE_PROBE
+    resources = Resources(cpus=0.5, memory_bytes=PLAN_MEMORY)
+
+    def __init__(self, params: CurateParams):
+        self.params = params
+
+    def process(self, rows: list[Row]) -> list[Row]:
+        out: list[Row] = []
+        for row in rows:
+            todo = row["todo"]
+            units, rejects = plan_source(todo["source"], self.params, frozenset(todo["done_units"]))
+            out += [rec.to_row() for rec in rejects] + [{"unit": unit} for unit in units]
+        return out
+
+
+class AnalyzeStage(Stage):
+    """A unit -> its scene rows: kept scenes carry their unit on to the transcode."""
+
+    name = schema.STAGE_SCENES
+    resources = Resources(cpus=1, memory_bytes=ANALYZE_MEMORY)
+
+    def __init__(self, params: CurateParams):
+        self.params = params
+
+    def process(self, rows: list[Row]) -> list[Row]:
+        out: list[Row] = []
+        for row in rows:
+            unit = row.get("unit")
+            if unit is None:
+                out.append(row)  # a reject from planning: pass it on
+                continue
+            out += [{**rec.to_row(), "unit": unit} if rec.ok else rec.to_row() for rec in analyze_work_unit(unit, self.params)]
+        return out
+
+
+class TranscodeStage(Stage):
+    """A kept scene -> its clip (``"mp4"``): the only encode, for scenes every filter kept."""
+
+    name = schema.STAGE_TRANSCODE
+    resources = Resources(cpus=1, memory_bytes=TRANSCODE_MEMORY)
+
+    def __init__(self, params: CurateParams):
+        self.params = params
+
+    def process(self, rows: list[Row]) -> list[Row]:
+        out: list[Row] = []
+        for row in rows:
+            unit = row.pop("unit", None)
+            if unit is None:
+                out.append(row)
+                continue
+            rec = ClipRecord.from_row(row)
+            mp4 = transcode_record(rec, unit.info, self.params)
+            out.append({**rec.to_row(), "mp4": mp4})
+        return out

@@ -135,6 +135,32 @@ def rotated_copy(src: str, dst: str) -> str:
     return dst
 
 
+def anamorphic_video(
+    path: str,
+    size: tuple[int, int],
+    sar: tuple[int, int],
+    duration_s: float = 1.0,
+    fps: float = 25,
+    content_w: int | None = None,
+    rotate: bool = False,
+    enc: Encoding = Encoding(),
+) -> str:
+    """A stream of ``size`` coded pixels whose pixels are ``sar`` (num, den) wide: shown at
+    ``size[0] * num / den`` x ``size[1]``, as DVD and HDV store 16:9 and 4:3 pictures.
+    ``content_w``: only the central ``content_w`` coded columns hold a picture, the rest is
+    black (pillarbox bars in coded pixels). ``rotate``: the track also carries a 90 degree
+    display matrix (the pixel aspect then belongs to the coded frame, before the turn)."""
+    w, h = size
+    cw = content_w or w
+    graph = f"[0:v]pad={w}:{h}:{(w - cw) // 2}:0:black,setsar={sar[0]}/{sar[1]},format=yuv420p[v]"
+    target = path + ".upright.mp4" if rotate else path
+    _render(target, [f"testsrc2=size={cw}x{h}:rate={fps}"], graph, duration_s, enc)
+    if rotate:
+        rotated_copy(target, path)
+        os.unlink(target)
+    return path
+
+
 # --- broken inputs --------------------------------------------------------------------------
 
 
@@ -180,62 +206,6 @@ def corrupt_copy(src: str, dst: str, seed: int = 1) -> str:
     with open(dst, "wb") as f:
         f.write(bytes(data))
     return dst
-
-
-def hostile_corpus(folder: str) -> dict[str, set[str]]:
-    """Odd and hostile inputs, each with the outcomes kvid may give it: a set of reject
-    reasons, or {"ok"} for files that must yield clips. Names are chosen to break shells
-    and argument parsers."""
-    os.makedirs(folder, exist_ok=True)
-    p = lambda name: os.path.join(folder, name)  # noqa: E731
-    good = plain_video(p("good.mp4"), duration_s=3, fps=25)
-    expect: dict[str, set[str]] = {"good.mp4": {"ok"}}
-
-    def ff(name: str, args: list[str]) -> None:
-        run_ffmpeg([*args, "-y", p(name)], timeout=120)
-
-    zero_byte_file(p("zero.mp4"))
-    expect["zero.mp4"] = {"empty_file"}
-    random_bytes_file(p("random.mp4"), size=50_000)
-    expect["random.mp4"] = {"not_video"}
-    text_file(p("text.mp4"))
-    expect["text.mp4"] = {"not_video"}
-    truncated_copy(good, p("truncated_moov.mp4"))  # index at the end: lost
-    expect["truncated_moov.mp4"] = {"truncated"}
-    faststart = plain_video(p("_faststart.mp4"), duration_s=3, fps=25, extra=["-movflags", "+faststart"])
-    truncated_copy(faststart, p("truncated_mid.mp4"))  # index kept, stream cut mid-way
-    os.unlink(faststart)
-    expect["truncated_mid.mp4"] = {"truncated", "decode_error"}
-    corrupt_copy(good, p("corrupt.mp4"))
-    expect["corrupt.mp4"] = {"decode_error", "truncated"}
-    ff("image.mp4", ["-f", "lavfi", "-i", "testsrc2=size=320x240", "-frames:v", "1", "-f", "image2", "-c:v", "png"])
-    expect["image.mp4"] = {"not_video"}
-    ff("audio.mp4", ["-f", "lavfi", "-i", "sine=duration=2", "-c:a", "aac"])
-    expect["audio.mp4"] = {"not_video"}
-    ff("no_frames.mp4", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "0", "-c:v", "libx264"])
-    expect["no_frames.mp4"] = {"no_frames"}
-    ff("one_frame.mp4", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "1", "-c:v", "libx264"])
-    expect["one_frame.mp4"] = {"too_short"}
-    ff("wide_16000x16.mkv", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "1", "-vf", "scale=16000:16", "-c:v", "ffv1"])
-    expect["wide_16000x16.mkv"] = {"bad_dimensions"}
-    ff("fps1000.mp4", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=1000", "-t", "0.5", "-c:v", "libx264", "-preset", "ultrafast"])
-    expect["fps1000.mp4"] = {"bad_fps"}
-    ff("raw_stream.h264", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "3", "-c:v", "libx264", "-f", "h264"])
-    expect["raw_stream.h264"] = {"ok"}
-    ff("vfr.mkv", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "4",
-                   "-vf", "select='not(between(mod(n\\,10)\\,3\\,5))'", "-fps_mode", "vfr", "-c:v", "libx264"])
-    expect["vfr.mkv"] = {"ok"}
-    ff("_upright.mp4", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "3", "-c:v", "libx264"])
-    rotated_copy(p("_upright.mp4"), p("rotated.mp4"))
-    os.unlink(p("_upright.mp4"))
-    expect["rotated.mp4"] = {"ok"}
-    for name in ("with space.mp4", "quote'\"s.mp4", "ünïcødé 視頻.mp4", "-leading-dash.mp4", "$(touch PWNED).mp4", "semi;colon|pipe&.mp4"):
-        with open(good, "rb") as src, open(p(name), "wb") as dst:
-            dst.write(src.read())
-        expect[name] = {"ok"}
-    os.symlink(p("gone-away.mp4.target"), p("vanished.mp4"))  # listed, but the file is gone
-    expect["vanished.mp4"] = {"missing"}
-    return expect
 
 
 # --- scenes the per-scene filters must catch (known answers) --------------------------------

@@ -48,7 +48,12 @@ def _even(x: float) -> int:
 
 
 def output_size(crop_w: int, crop_h: int, sample_aspect: float, max_short_side: int) -> tuple[int, int]:
-    """Square-pixel output size: short side capped (never upscaled), both sides even."""
+    """Square-pixel output size: short side capped (never upscaled), both sides even.
+
+    ``crop_w`` x ``crop_h`` are pixels of the upright source frame and ``sample_aspect`` is
+    that frame's pixel aspect (``VideoInfo.sample_aspect``, already turned with a rotation),
+    so the width is stretched to the display aspect before scaling; the ffmpeg scale to this
+    exact size followed by ``setsar=1`` then gives square pixels at the display aspect."""
     w, h = crop_w * sample_aspect, float(crop_h)
     short = min(w, h)
     scale = min(1.0, max_short_side / short)

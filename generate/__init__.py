@@ -10,7 +10,7 @@ Quick start (official weights downloaded to a local folder)::
 See docs/generate.md for the architecture, the checkpoint layout and the ``kvid generate`` jobs.
 """
 
-__version__ = "0.1.0"
+from curate.version import KVID_VERSION as __version__
 
 from .checkpoints import (
     OFFICIAL_FILES,

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .text_encoder import MissingWeightsError
+
+class MissingWeightsError(FileNotFoundError):
+    """Weights that a component needs are absent; the message says which files and how to fix it."""
+
 
 OFFICIAL_FILES: dict[str, str] = {
     "unet": "t2v.pt",

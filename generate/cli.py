@@ -16,17 +16,18 @@ job file (YAML, read with yaml.safe_load; relative paths are relative to the fil
   output_dir: out/videos
   weights: /models/KandinskyVideo_1_1   # official t2v.pt, interpolation.pt, t5_projections.pt,
                                         # movq.pt, video_movq.pt (+ configs.json); or a folder
-                                        # written by save_pretrained; or random:tiny (smoke test)
+                                        # written by save_pretrained; or random:tiny (a smoke
+                                        # test with random weights: 64x64 unless width/height set)
   text_encoder: google/flan-ul2         # hub id or local folder of the T5 encoder (optional)
   motion_levels: /data/curated          # `kvid motion levels` output: maps low/medium/high
                                         # (default: official 1 / 10 / 50 / 100)
   device: auto                          # auto | cuda | cpu
-  dtype: auto                           # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+  dtype: auto                           # U-Nets + text encoder: auto (bf16 CUDA, fp32 CPU) | bf16 | fp16 | fp32
   offload: auto                         # auto | none | text_encoder | model
-  defaults:                             # every job may override any of these
-    width: 512                          # multiples of 64
+  defaults:                             # the values shown are the defaults; any job may override
+    width: 512                          # multiples of 64 (random:tiny: 64 unless set)
     height: 512
-    fps: medium                         # low = 12 frames, medium = 45, high = 177; all 5.5 s
+    fps: low                            # low = 12 frames, medium = 45, high = 177; all 5.5 s
     motion: medium                      # low | medium | high | a number (motion score)
     key_frame_guidance_scale: 5.0       # first frame (text-to-image) guidance
     guidance_weight_prompt: 5.0         # keyframes: text guidance
@@ -35,9 +36,9 @@ job file (YAML, read with yaml.safe_load; relative paths are relative to the fil
     noise_augmentation: 20
     steps: 50                           # first frame and keyframes
     interpolation_steps: 10
-    seed: 0                             # omitted: random, written to the json
-    negative_prompt: blurry, low quality
-    formats: [mp4, gif]
+    seed: 0                             # default: random, written to the json
+    negative_prompt: blurry, low quality  # default: none
+    formats: [mp4]                      # or [mp4, gif]
   jobs:
     - name: car                         # text-to-video
       prompt: a red car driving along the beach at sunset

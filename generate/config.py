@@ -30,6 +30,12 @@ _DTYPES = {
 }
 
 
+# The MoVQ decoders run in fp32 unless asked otherwise, as upstream: in bf16 their decode is off
+# by 1-2 % RMS (several uint8 levels; measured by bench/movq_precision.py, see docs/generate.md),
+# for 0.83B parameters of the ~17B pipeline. The U-Nets and the text encoder follow ``dtype``.
+DEFAULT_MOVQ_DTYPE = torch.float32
+
+
 def parse_dtype(value: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
     if value is None:
         return default
@@ -75,11 +81,11 @@ class PipelineConfig:
             raise ValueError("latent channels differ between the U-Net and the MoVQs")
 
     @classmethod
-    def kandinsky_video_1_1(cls) -> "PipelineConfig":
+    def kandinsky_video_1_1(cls) -> PipelineConfig:
         return cls()
 
     @classmethod
-    def tiny(cls) -> "PipelineConfig":
+    def tiny(cls) -> PipelineConfig:
         return cls(
             unet=UNet3DConfig.tiny(),
             interpolation_unet=InterpolationUNetConfig.tiny(),
@@ -107,7 +113,7 @@ class PipelineConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PipelineConfig":
+    def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
         return cls(
             unet=UNet3DConfig.from_dict(d["unet"]),
             interpolation_unet=InterpolationUNetConfig.from_dict(d["interpolation_unet"]),
@@ -121,7 +127,7 @@ class PipelineConfig:
         )
 
     @classmethod
-    def from_official(cls, configs: dict[str, Any] | None) -> "PipelineConfig":
+    def from_official(cls, configs: dict[str, Any] | None) -> PipelineConfig:
         """From the official ``configs.json`` (already unwrapped); None -> released presets."""
         if configs is None:
             return cls.kandinsky_video_1_1()

@@ -27,8 +27,16 @@ from torch import nn
 from .layers import Attention, AttentionPolling, ConditionalGroupNorm, EmbeddingMLP, FeedForward, conv_over_frames, repeat_rows
 from .unet import make_cross_attention, make_self_attention
 from .unet_base import (
-    BOTTLENECK_KERNELS, ResNetBlockBase, UNetBase, UNetConfigBase, as_rows, bottleneck_channels, call_optional,
-    down_level_blocks, identity_or, up_level_blocks,
+    BOTTLENECK_KERNELS,
+    ResNetBlockBase,
+    UNetBase,
+    UNetConfigBase,
+    as_rows,
+    bottleneck_channels,
+    call_optional,
+    down_level_blocks,
+    identity_or,
+    up_level_blocks,
 )
 
 
@@ -71,7 +79,7 @@ class InterpolationUNetConfig(UNetConfigBase):
             )
 
     @classmethod
-    def kandinsky_video_1_1(cls) -> "InterpolationUNetConfig":
+    def kandinsky_video_1_1(cls) -> InterpolationUNetConfig:
         """The released interpolation U-Net (3.980B parameters)."""
         return cls()
 

@@ -7,10 +7,10 @@ Example (relative paths are resolved against the YAML file's folder)::
     text_encoder: google/flan-ul2           # optional: hub id or local folder of the T5 encoder
     motion_levels: /data/curated            # optional: motion_levels.json or the folder holding it
     device: cuda                            # auto | cuda | cpu
-    dtype: auto                             # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+    dtype: auto                             # U-Nets + text encoder: auto (bf16 CUDA, fp32 CPU) | bf16 | fp16 | fp32
     offload: auto                           # auto | none | text_encoder | model
     defaults:                               # shared by every job, each job may override
-      fps: medium
+      fps: low                              # the default; medium / high: more frames
       motion: medium
       seed: 0
     jobs:
@@ -36,9 +36,10 @@ import logging
 import re
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,6 +87,12 @@ class JobParams(BaseModel):
 
 _PARAM_FIELDS = set(JobParams.model_fields)
 
+# `weights: random:tiny` is a smoke test of the whole path (YAML -> pipeline -> mp4), not a
+# picture: at the default 512x512 its 50 + 10 steps take minutes on a small CPU, at 64x64
+# seconds. It uses this size unless the defaults block or the job sets width / height.
+SMOKE_WEIGHTS = "random:tiny"
+SMOKE_SIZE = 64
+
 
 class IndexSource(BaseModel):
     """Prompts and first frames from a curated set (``OUT/index/*.parquet`` + ``OUT/shards/*.tar``)."""
@@ -124,7 +131,7 @@ class Job(BaseModel):
     motion_levels: str | None = None
 
     @model_validator(mode="after")
-    def _source(self) -> "Job":
+    def _source(self) -> Job:
         if self.index is None and not self.prompt:
             raise ValueError("a job needs a prompt (text-to-video), an image + prompt (image-to-video) or an index")
         if self.index is not None and self.image is not None:
@@ -204,7 +211,7 @@ class ResolvedJob:
 
     def describe_source(self) -> dict[str, Any]:
         if self.clip is not None:
-            return {"kind": "index", "clip_id": self.clip["clip_id"], "shard": self.clip.get("shard_path"),
+            return {"kind": "index", "clip_id": self.clip["clip_id"], "shard": self.clip.get("shard"),
                     "caption": self.clip.get("caption"), "motion_score": self.clip.get("motion_score")}
         if self.image is not None:
             return {"kind": "image", "path": self.image}
@@ -216,6 +223,8 @@ def expand_jobs(cfg: GenerateConfig, base: Path) -> list[ResolvedJob]:
     from .video_io import read_curated_index
 
     defaults = cfg.defaults.model_dump()
+    if cfg.weights == SMOKE_WEIGHTS:
+        defaults.update({k: SMOKE_SIZE for k in ("width", "height") if k not in cfg.defaults.model_fields_set})
     out: list[ResolvedJob] = []
     for i, job in enumerate(cfg.jobs):
         merged = {**defaults, **job.overrides()}
@@ -283,7 +292,7 @@ def run_config(
     from .config import num_video_frames, parse_dtype
     from .motion_levels import load_motion_levels
     from .pipeline import load_pipeline
-    from .video_io import first_frame_from_tar
+    from .video_io import first_frame_of_clip
 
     if not cfg.output_dir:
         raise ValueError("no output folder: set `output_dir:` in the YAML or pass --out")
@@ -345,9 +354,9 @@ def run_config(
         try:
             image = j.image
             if j.clip is not None:
-                if not j.clip.get("shard_path"):
+                if not j.clip.get("shard"):
                     raise ValueError(f"clip {j.clip['clip_id']} has no shard in the index")
-                image = first_frame_from_tar(j.clip["shard_path"], j.clip["clip_id"])
+                image = first_frame_of_clip(j.clip["folder"], j.clip)
             levels = levels_cache[p.motion_levels] if p.motion_levels else levels_cache[None]
             video = pipe(
                 prompt_embeds=embeds[j.prompt],

@@ -214,8 +214,8 @@ def conv_over_frames(
     with one 2D convolution in the frame layout: the ``kt`` temporal taps are stacked along the
     output channels, then the shifted partial results are summed.
 
-    Equivalent to ``from_5d(conv3d(to_5d(x, t), weight, bias, padding=(kt//2, kh//2, kw//2)))``
-    without the two transposes of the activations, and on the well-optimised 2D conv kernels.
+    Equivalent to a conv3d over (B, C, T, H, W) with padding (kt//2, kh//2, kw//2) on frames
+    stacked as (B*T, C, H, W), without the two transposes of the activations, and on the well-optimised 2D conv kernels.
     """
     o, c, kt, kh, kw = weight.shape
     pad2d = (kh // 2, kw // 2)
@@ -239,15 +239,3 @@ def conv_over_frames(
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
-
-
-def to_5d(x: torch.Tensor, t: int) -> torch.Tensor:
-    """(B*T, C, H, W) -> (B, C, T, H, W)."""
-    bt, c, h, w = x.shape
-    return x.view(bt // t, t, c, h, w).transpose(1, 2)
-
-
-def from_5d(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, H, W) -> (B*T, C, H, W)."""
-    b, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * t, c, h, w)

@@ -1,9 +1,10 @@
 """Motion levels: 'low' / 'medium' / 'high' -> motion score for the keyframe U-Net.
 
-Units (the kvid convention): mean RAFT optical-flow magnitude in px/frame, frames at 24 fps,
-short side 256 px. ``kvid motion levels DIR`` writes ``DIR/motion_levels.json``::
+Units (the kvid convention): mean optical-flow magnitude in px/frame, frames at 24 fps,
+short side 256 px. ``kvid motion levels DIR`` writes ``DIR/motion_levels.json`` (format and its one reader:
+``curate/levels_file.py``)::
 
-    {"backend": "raft", "size": 256, "percentiles": {"low": 10, "medium": 50, "high": 90},
+    {"backend": "raft_large", "size": 256, "percentiles": {"low": 10, "medium": 50, "high": 90},
      "levels": {"low": 0.8, "medium": 3.1, "high": 9.4}, "num_clips": 1234, "kvid_version": "0.1.0"}
 
 Give that file (or the folder holding it) as ``motion_levels`` and the names map through its
@@ -15,38 +16,14 @@ code silently falls back to 'medium').
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from curate.levels_file import LEVELS_FILE  # noqa: F401 (part of generate's API)
 
-LEVELS_FILE = "motion_levels.json"
 OFFICIAL_MOTION_LEVELS: dict[str, float] = {"low": 1.0, "medium": 10.0, "high": 50.0, "extreme": 100.0}
-
-
-class MotionLevelsFile(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    backend: str
-    size: int
-    levels: dict[str, float]
-    percentiles: dict[str, float] | None = None
-    num_clips: int | None = None
-    kvid_version: str | None = None
-
-    @field_validator("levels")
-    @classmethod
-    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
-        if not v:
-            raise ValueError("levels must name at least one level")
-        bad = {k: x for k, x in v.items() if not math.isfinite(x) or x < 0}
-        if bad:
-            raise ValueError(f"levels must be finite non-negative motion scores, got {bad}")
-        return v
 
 
 @dataclass
@@ -58,7 +35,7 @@ class MotionLevels:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def official(cls) -> "MotionLevels":
+    def official(cls) -> MotionLevels:
         return cls(dict(OFFICIAL_MOTION_LEVELS), "official-defaults")
 
     def resolve(self, motion: str | float | int) -> float:
@@ -69,23 +46,19 @@ class MotionLevels:
 
 
 def load_motion_levels(path: str | os.PathLike | None) -> MotionLevels:
-    """Read ``motion_levels.json`` (file, or a folder containing it); None -> official defaults."""
+    """Read ``motion_levels.json`` (file, or a folder containing it); None -> official defaults.
+    The file is read by the one reader of its format (``curate.levels_file``)."""
+    from curate.levels_file import LevelsFileMissing, levels_path, read_levels_file
+
     if path is None:
         return MotionLevels.official()
-    p = Path(path)
-    if p.is_dir():
-        p = p / LEVELS_FILE
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"motion levels file not found: {p}. Run `kvid motion levels DIR` on a curated set to write "
-            f"DIR/{LEVELS_FILE}, or leave motion_levels unset to use the official defaults {OFFICIAL_MOTION_LEVELS}"
-        )
     try:
-        data = MotionLevelsFile.model_validate(json.loads(p.read_text()))
-    except (ValueError, json.JSONDecodeError) as e:
-        raise ValueError(f"invalid motion levels file {p}: {e}") from e
-    extra = {k: v for k, v in data.model_dump().items() if k not in ("backend", "size", "levels")}
-    return MotionLevels(dict(data.levels), str(p), data.backend, data.size, extra)
+        doc = read_levels_file(path)
+    except LevelsFileMissing as e:
+        raise FileNotFoundError(f"{e}; or leave motion_levels unset to use the official defaults "
+                                f"{OFFICIAL_MOTION_LEVELS}") from e
+    extra = {k: v for k, v in doc.items() if k not in ("backend", "size", "levels")}
+    return MotionLevels({k: float(v) for k, v in doc["levels"].items()}, levels_path(path), doc["backend"], doc["size"], extra)
 
 
 def resolve_motion(motion: str | float | int, levels: MotionLevels | None = None) -> float:

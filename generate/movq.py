@@ -74,23 +74,23 @@ class MoVQConfig(DictConfig):
         return 2 ** (len(self.ch_mult) - 1)
 
     @classmethod
-    def image(cls) -> "MoVQConfig":
+    def image(cls) -> MoVQConfig:
         """The released image MoVQ (270.6M parameters)."""
         return cls()
 
     @classmethod
-    def video(cls, with_encoder: bool = False) -> "MoVQConfig":
+    def video(cls, with_encoder: bool = False) -> MoVQConfig:
         """The released temporal MoVQ decoder (556.6M parameters without the encoder)."""
         return cls(temporal=True, temporal_attention_block=True, with_encoder=with_encoder)
 
     @classmethod
-    def tiny(cls, **overrides: Any) -> "MoVQConfig":
+    def tiny(cls, **overrides: Any) -> MoVQConfig:
         base = dict(ch=16, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), resolution=32, norm_groups=4)
         base.update(overrides)
         return cls(**base)
 
     @classmethod
-    def from_official(cls, d: dict[str, Any], **ours: Any) -> "MoVQConfig":
+    def from_official(cls, d: dict[str, Any], **ours: Any) -> MoVQConfig:
         """Build from the official ``generator_params`` dict (training-only keys are ignored)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known - _IGNORED_OFFICIAL_KEYS)

@@ -27,9 +27,10 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ from .checkpoints import (
     read_official_configs,
     save_component,
 )
-from .config import FPS_PRESETS, PipelineConfig, dtype_name, num_video_frames, parse_dtype
+from .config import DEFAULT_MOVQ_DTYPE, FPS_PRESETS, PipelineConfig, dtype_name, num_video_frames, parse_dtype
 from .interpolation import InterpolationUNet3D
 from .motion_levels import MotionLevels, load_motion_levels, resolve_motion
 from .movq import MoVQ
@@ -127,7 +128,7 @@ def randomize_parameters_(module: nn.Module, seed: int = 0, std: float = 0.05) -
     """
     g = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for _name, p in module.named_parameters():
             if p.is_meta or bool((p != 0).any()):
                 continue
             if p.numel() == 1:  # merge scalars
@@ -186,6 +187,8 @@ class KandinskyVideoPipeline:
         self.offload = "none"
         self.batch_guidance = True
         self.decode_chunk_size: int | None = None  # None: the official rule, n // 4 chunks
+        # dtype of an autocast region around every U-Net call (None: none); see use_official_precision
+        self.unet_autocast: torch.dtype | None = None
         self.source: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
@@ -207,14 +210,14 @@ class KandinskyVideoPipeline:
         *,
         text_encoder_dtype: torch.dtype | str | None = None,
         movq_dtype: torch.dtype | str | None = None,
-    ) -> "KandinskyVideoPipeline":
-        """Move to ``device`` / cast. U-Nets take ``dtype``; MoVQs ``movq_dtype`` (default ``dtype``);
-        the text encoder ``text_encoder_dtype`` (default ``dtype``)."""
+    ) -> KandinskyVideoPipeline:
+        """Move to ``device`` / cast. U-Nets take ``dtype``; MoVQs ``movq_dtype`` (default fp32, as
+        upstream: see ``DEFAULT_MOVQ_DTYPE``); the text encoder ``text_encoder_dtype`` (default ``dtype``)."""
         if device is not None:
             self.device = torch.device(device)
         if dtype is not None:
             dt = parse_dtype(dtype)
-            mdt = parse_dtype(movq_dtype, dt)
+            mdt = parse_dtype(movq_dtype, DEFAULT_MOVQ_DTYPE)
             tdt = parse_dtype(text_encoder_dtype, dt)
             for m in (self.unet, self.interpolation_unet):
                 m.to(dtype=dt)
@@ -236,7 +239,20 @@ class KandinskyVideoPipeline:
         for name, m in self.components.items():
             m.to(self.device if self._resident(name) else torch.device("cpu"))
 
-    def enable_offload(self, mode: str = "model") -> "KandinskyVideoPipeline":
+    def use_official_precision(self) -> KandinskyVideoPipeline:
+        """Run with the official code's precision: fp16 U-Nets called under fp16 autocast (which
+        keeps softmax and the norms in fp32), the text encoder and both MoVQs in fp32 (~55 GB of
+        weights for the released model, against ~37 GB with bf16 U-Nets and encoder)."""
+        self.to(dtype=torch.float16, text_encoder_dtype=torch.float32, movq_dtype=torch.float32)
+        self.unet_autocast = torch.float16
+        return self
+
+    def _unet_precision(self) -> contextlib.AbstractContextManager:
+        if self.unet_autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.unet_autocast)
+
+    def enable_offload(self, mode: str = "model") -> KandinskyVideoPipeline:
         """``"model"``: every component waits on the CPU and visits the GPU for its stage;
         ``"text_encoder"``: only the text encoder does; ``"none"``: all stay on the device."""
         if mode not in OFFLOAD_MODES:
@@ -265,7 +281,7 @@ class KandinskyVideoPipeline:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def compile(self, mode: str | None = None) -> "KandinskyVideoPipeline":
+    def compile(self, mode: str | None = None) -> KandinskyVideoPipeline:
         """``torch.compile`` the U-Nets and the video decoder (in place; first call is slow)."""
         for m in (self.unet, self.interpolation_unet, self.video_movq.decoder):
             m.compile(mode=mode, dynamic=False)
@@ -284,7 +300,7 @@ class KandinskyVideoPipeline:
         offload: str = "none",
         motion_levels: str | os.PathLike | MotionLevels | None = None,
         load_text_encoder: bool = True,
-    ) -> "KandinskyVideoPipeline":
+    ) -> KandinskyVideoPipeline:
         """Load the official checkpoints from a local folder (see :mod:`generate.checkpoints`).
 
         ``text_encoder``: hub id or local folder of the T5 encoder (default: the one named in
@@ -317,7 +333,7 @@ class KandinskyVideoPipeline:
                 module = klass(cfg)
             state = map_official_state_dict(name, load_state_file(files[name]), module)
             load_checked(module, state, component=f"{name} ({files[name].name})")
-            target = parse_dtype(movq_dtype, dt) if "movq" in name else dt
+            target = parse_dtype(movq_dtype, DEFAULT_MOVQ_DTYPE) if "movq" in name else dt
             modules[name] = module.to(dtype=target)
             del state
         pipe = cls(te, config=config, motion_levels=_levels(motion_levels), **modules)
@@ -338,7 +354,7 @@ class KandinskyVideoPipeline:
         offload: str = "none",
         motion_levels: str | os.PathLike | MotionLevels | None = None,
         load_text_encoder: bool = True,
-    ) -> "KandinskyVideoPipeline":
+    ) -> KandinskyVideoPipeline:
         """Load a folder written by :meth:`save_pretrained` (exact round trip when dtype is None)."""
         folder = Path(folder)
         meta_path = folder / PIPELINE_FILE
@@ -405,7 +421,7 @@ class KandinskyVideoPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | str = torch.float32,
         with_text_encoder: bool = True,
-    ) -> "KandinskyVideoPipeline":
+    ) -> KandinskyVideoPipeline:
         """Random weights, for tests (``tiny``) and speed/memory benchmarks (``full``: the released
         architecture, 4.1B + 4.0B U-Nets, and a Flan-UL2-shaped 8.6B text encoder). Outputs are noise."""
         dev, dt = torch.device(device), parse_dtype(dtype)
@@ -486,15 +502,22 @@ class KandinskyVideoPipeline:
 
     @staticmethod
     def _same_length(a: PromptEmbeds, b: PromptEmbeds) -> tuple[PromptEmbeds, PromptEmbeds]:
-        """Zero-pad two embeddings to a common length so they can share one batch."""
+        """Pad two embeddings to a common length so that they can share one batch, without
+        changing what the U-Nets compute for either.
+
+        The added positions are masked out of every attention, but the attention-pooling query
+        is the mean over the whole length, padding included (as upstream). Zeros would shrink
+        that mean; the row's own mean leaves it unchanged: (sum + n * sum / L) / (L + n) = sum / L.
+        """
         length = max(a.context.shape[1], b.context.shape[1])
 
         def pad(e: PromptEmbeds) -> PromptEmbeds:
             n = length - e.context.shape[1]
             if n == 0:
                 return e
+            fill = e.context.mean(dim=1, keepdim=True).expand(-1, n, -1)
             return PromptEmbeds(
-                torch.nn.functional.pad(e.context, (0, 0, 0, n)), torch.nn.functional.pad(e.mask, (0, n), value=False)
+                torch.cat([e.context, fill], dim=1), torch.nn.functional.pad(e.mask, (0, n), value=False)
             )
 
         return pad(a), pad(b)
@@ -524,14 +547,15 @@ class KandinskyVideoPipeline:
         acc = torch.promote_types(inputs[0].dtype, torch.float32)  # guidance maths in fp32 (or fp64)
         batched = self.batch_guidance and len(inputs) > 1
         _count(record, sum(x.shape[0] for x in inputs), 1 if batched else len(inputs))
-        if batched:
-            merged = {k: torch.cat([p[k] for p in per]) for k in per[0]}
-            ctx = torch.cat([c.context for c in contexts])
-            mask = torch.cat([c.mask for c in contexts])
-            out = model(torch.cat(inputs), ctx, mask, **merged, **kwargs).to(acc)
-            outs = out.chunk(len(inputs))
-        else:
-            outs = [model(x, c.context, c.mask, **p, **kwargs).to(acc) for x, c, p in zip(inputs, contexts, per)]
+        with self._unet_precision():
+            if batched:
+                merged = {k: torch.cat([p[k] for p in per]) for k in per[0]}
+                ctx = torch.cat([c.context for c in contexts])
+                mask = torch.cat([c.mask for c in contexts])
+                out = model(torch.cat(inputs), ctx, mask, **merged, **kwargs).to(acc)
+                outs = out.chunk(len(inputs))
+            else:
+                outs = [model(x, c.context, c.mask, **p, **kwargs).to(acc) for x, c, p in zip(inputs, contexts, per)]
         result = coefs[0] * outs[0]
         for c, o in zip(coefs[1:], outs[1:]):
             result = result + c * o
@@ -566,7 +590,7 @@ class KandinskyVideoPipeline:
             for i, t in enumerate(_progress(sched.timesteps, "first frame", progress)):
                 inp = torch.cat([x, static], dim=1)
                 tt = _scalar(t, dev)
-                eps = self._evaluate(lambda s, c, m: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs, record=rec)
+                eps = self._evaluate(lambda s, c, m, tt=tt: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs, record=rec)
                 x = sched.step(eps, i, x, generator=generator)
         return x
 
@@ -635,7 +659,7 @@ class KandinskyVideoPipeline:
                 inputs = [torch.cat([x, s], dim=1) for s in statics]
                 tt = _scalar(t, dev)
                 eps = self._evaluate(
-                    lambda s, cc, m: unet(s, tt, cc, m, num_frames=T, motion_score=motion, noise_level=level),
+                    lambda s, cc, m, tt=tt: unet(s, tt, cc, m, num_frames=T, motion_score=motion, noise_level=level),
                     inputs, ctxs, coefs, record=rec,
                 )
                 x = sched.step(eps, i, x, generator=generator)
@@ -681,7 +705,7 @@ class KandinskyVideoPipeline:
                 inputs = [torch.cat([b[2][0], x, b[2][1]], dim=1) for b in branches]
                 tt = _scalar(t, dev)
                 v = self._evaluate(
-                    lambda s, cc, m, temporal_mask: iunet(
+                    lambda s, cc, m, temporal_mask, tt=tt: iunet(
                         s, tt, cc, m, num_groups=groups, skip_frames=skip, perturbation_time=perturbation,
                         temporal_mask=temporal_mask,
                     ),

@@ -37,12 +37,12 @@ class DDPMSchedulerConfig:
     num_inference_steps: int = 50
 
     @classmethod
-    def keyframes(cls, num_inference_steps: int = 50) -> "DDPMSchedulerConfig":
+    def keyframes(cls, num_inference_steps: int = 50) -> DDPMSchedulerConfig:
         """First frame and keyframes."""
         return cls(num_inference_steps=num_inference_steps)
 
     @classmethod
-    def interpolation(cls, num_inference_steps: int = 10) -> "DDPMSchedulerConfig":
+    def interpolation(cls, num_inference_steps: int = 10) -> DDPMSchedulerConfig:
         return cls(prediction_type="v_prediction", timestep_spacing="trailing", num_inference_steps=num_inference_steps)
 
     def to_dict(self) -> dict:
@@ -166,5 +166,5 @@ class DDPMScheduler:
         a = self.alphas_cumprod[int(timestep)].to(original.dtype)
         return a**0.5 * original + (1 - a) ** 0.5 * noise
 
-    def with_steps(self, num_inference_steps: int) -> "DDPMScheduler":
+    def with_steps(self, num_inference_steps: int) -> DDPMScheduler:
         return DDPMScheduler(replace(self.config, num_inference_steps=num_inference_steps))

@@ -15,20 +15,18 @@ keep the text encoder swappable and offloadable, users asked for smaller ones.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from .checkpoints import MissingWeightsError, load_checked, load_state_file
 from .dict_config import DictConfig
 
 DEFAULT_TEXT_ENCODER = "google/flan-ul2"
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Weights that a component needs are absent; the message says which files and how to fix it."""
 
 
 @dataclass
@@ -50,10 +48,10 @@ class PromptEmbeds:
     context: torch.Tensor
     mask: torch.Tensor
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PromptEmbeds":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> PromptEmbeds:
         return PromptEmbeds(self.context.to(device=device, dtype=dtype), self.mask.to(device=device))
 
-    def __getitem__(self, i) -> "PromptEmbeds":
+    def __getitem__(self, i) -> PromptEmbeds:
         sl = slice(i, i + 1) if isinstance(i, int) else i
         return PromptEmbeds(self.context[sl], self.mask[sl])
 
@@ -89,7 +87,7 @@ class KandinskyTextEncoder(nn.Module):
         context_dim: int = 4096,
         dtype: torch.dtype = torch.float32,
         local_files_only: bool | None = None,
-    ) -> "KandinskyTextEncoder":
+    ) -> KandinskyTextEncoder:
         """Load a T5 encoder and its tokenizer with transformers, and the projection.
 
         ``pretrained``: hub id (e.g. ``google/flan-ul2``) or a local folder with ``config.json``,
@@ -123,7 +121,6 @@ class KandinskyTextEncoder(nn.Module):
         config = TextEncoderConfig(pretrained=src, tokens_length=tokens_length, context_dim=context_dim)
         module = cls(encoder, tokenizer, config)
         state = _load_projection_state(projections, src)
-        from .checkpoints import load_checked
 
         load_checked(module.projection, state, component="text projection")
         return module.to(dtype)
@@ -149,7 +146,6 @@ class KandinskyTextEncoder(nn.Module):
 
 
 def _load_projection_state(projections: Any, pretrained: str) -> dict[str, torch.Tensor]:
-    from .checkpoints import load_state_file
 
     if isinstance(projections, dict):
         state = projections

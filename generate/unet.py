@@ -49,8 +49,16 @@ from .layers import (
     repeat_rows,
 )
 from .unet_base import (
-    BOTTLENECK_KERNELS, ResNetBlockBase, UNetBase, UNetConfigBase, as_rows, bottleneck_channels, call_optional,
-    down_level_blocks, identity_or, up_level_blocks,
+    BOTTLENECK_KERNELS,
+    ResNetBlockBase,
+    UNetBase,
+    UNetConfigBase,
+    as_rows,
+    bottleneck_channels,
+    call_optional,
+    down_level_blocks,
+    identity_or,
+    up_level_blocks,
 )
 
 TemporalType = Literal["conv1d_attn1d_blocks", "conv1d_attn1d_layers", "conv3d_layers"]
@@ -80,7 +88,7 @@ class UNet3DConfig(UNetConfigBase):
                 raise ValueError(f"channel count {ch} is not divisible by groups={self.groups}")
 
     @classmethod
-    def kandinsky_video_1_1(cls) -> "UNet3DConfig":
+    def kandinsky_video_1_1(cls) -> UNet3DConfig:
         """The released t2v U-Net (4.149B parameters, 1.110B of them temporal)."""
         return cls()
 

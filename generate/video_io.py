@@ -1,10 +1,9 @@
-"""Video files: mp4 / gif writing, first-frame extraction from a curated tar, curated index reading.
+"""Video files: mp4 / gif writing, and the first frame of a curated clip.
 
-Self-contained on purpose (``generate`` does not import ``curate``); it follows the curated
-layout convention: ``OUT/index/*.parquet`` (one row per clip: clip_id, caption, shard, fps,
-width, height, num_frames, motion_score, ...) and ``OUT/shards/<shard>`` tars holding
-``<clip_id>.mp4``, ``<clip_id>.json`` and ``<clip_id>.txt``. ffmpeg is always called with an
-argument list, never through a shell.
+A curated folder is read through the one dataset-format module, ``curate.shards``: its
+index, and each clip's bytes straight from its tar by the index's ``shard_offset`` /
+``shard_size`` (no tar scan). ffmpeg is always called with an argument list, never through
+a shell.
 """
 
 from __future__ import annotations
@@ -13,11 +12,11 @@ import io
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -109,7 +108,7 @@ def probe_video(path: str | os.PathLike) -> dict[str, Any]:
         exe, "-v", "error", "-select_streams", "v:0", "-count_frames",
         "-show_entries", "stream=width,height,nb_read_frames,avg_frame_rate", "-of", "json", str(path),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
         raise VideoIOError(f"ffprobe failed on {path}: {proc.stderr.strip()}")
     import json
@@ -130,62 +129,47 @@ def first_frame_from_mp4_bytes(data: bytes, name: str = "clip") -> Image.Image:
             _ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(src), "-frames:v", "1",
             "-f", "image2pipe", "-vcodec", "png", "pipe:1",
         ]
-        proc = subprocess.run(cmd, capture_output=True)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
     if proc.returncode != 0 or not proc.stdout:
         raise VideoIOError(f"could not decode the first frame of {name}: {proc.stderr.decode(errors='replace').strip()}")
     return Image.open(io.BytesIO(proc.stdout)).convert("RGB")
 
 
-def first_frame_from_tar(tar_path: str | os.PathLike, clip_id: str) -> Image.Image:
-    """First frame of ``<clip_id>.mp4`` inside a curated WebDataset tar."""
-    member = f"{clip_id}.mp4"
+def first_frame_of_clip(folder: str | os.PathLike, row: dict[str, Any]) -> Image.Image:
+    """First frame of a curated clip, read by its offset in its shard."""
+    from curate import shards
+
     try:
-        with tarfile.open(tar_path, "r") as tar:
-            try:
-                f = tar.extractfile(member)
-            except KeyError:
-                f = None
-            if f is None:
-                raise VideoIOError(f"{member} not found in {tar_path}")
-            data = f.read()
-    except (tarfile.TarError, OSError) as e:
-        raise VideoIOError(f"cannot read {tar_path}: {e}") from e
-    return first_frame_from_mp4_bytes(data, name=f"{tar_path}:{member}")
+        data = shards.read_clip_bytes(os.fspath(folder), row)
+    except (OSError, KeyError, TypeError) as e:
+        raise VideoIOError(f"cannot read clip {row.get('clip_id')} from {folder}: {e}") from e
+    return first_frame_from_mp4_bytes(data, name=f"{folder}:{row.get('clip_id')}")
 
 
-INDEX_COLUMNS = ("clip_id", "caption", "shard", "fps", "width", "height", "num_frames", "motion_score")
+INDEX_COLUMNS = ("clip_id", "caption", "shard", "shard_offset", "shard_size", "fps", "width", "height", "num_frames",
+                 "motion_score")
 
 
 def read_curated_index(folder: str | os.PathLike, clip_ids: Sequence[str] | None = None,
                        limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows of ``folder/index/*.parquet`` (or of ``folder`` itself if it holds the parquet files).
-
-    Rows are sorted by clip_id for a stable order; ``clip_ids`` selects (all must exist).
-    """
-    import pyarrow.dataset as ds
+    """Rows of a curated folder's index (``folder/index/*.parquet``), sorted by clip_id for a
+    stable order; ``clip_ids`` selects (all must exist). Each row also gets ``folder``."""
+    from curate import shards
 
     folder = Path(folder)
-    index = folder / "index" if (folder / "index").is_dir() else folder
-    files = sorted(index.glob("*.parquet"))
-    if not files:
+    if not (folder / shards.INDEX).is_dir():
         raise FileNotFoundError(
-            f"no curated index in {folder}: expected {folder}/index/*.parquet (written by the curate pipeline)"
+            f"no curated index in {folder}: expected {folder}/{shards.INDEX}/*.parquet (written by `kvid curate`)"
         )
-    table = ds.dataset([str(f) for f in files], format="parquet").to_table()
-    missing_cols = [c for c in ("clip_id", "caption", "shard") if c not in table.column_names]
-    if missing_cols:
-        raise ValueError(f"curated index {index} lacks columns {missing_cols}")
-    cols = [c for c in INDEX_COLUMNS if c in table.column_names]
-    rows = sorted(table.select(cols).to_pylist(), key=lambda r: r["clip_id"])
+    rows = sorted(shards.read_index(str(folder), list(INDEX_COLUMNS)).to_pylist(), key=lambda r: r["clip_id"])
     if clip_ids is not None:
         by_id = {r["clip_id"]: r for r in rows}
         unknown = [c for c in clip_ids if c not in by_id]
         if unknown:
-            raise KeyError(f"clip ids not in the curated index {index}: {unknown}")
+            raise KeyError(f"clip ids not in the curated index {folder}: {unknown}")
         rows = [by_id[c] for c in clip_ids]
     if limit is not None:
         rows = rows[:limit]
-    shards = index.parent / "shards" if index.name == "index" else folder / "shards"
     for r in rows:
-        r["shard_path"] = str(shards / r["shard"]) if r.get("shard") else None
+        r["folder"] = str(folder)
     return rows

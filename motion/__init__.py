@@ -25,9 +25,9 @@ from motion.backends import (
     MotionError,
     MotionWeightsError,
     canonical_backend_name,
+    flow_stats,
     get_backend,
     is_raft,
-    flow_stats,
     stats_from_flow,
 )
 from motion.levels import (

@@ -14,30 +14,27 @@ Scores from different backends or sizes are not comparable, so mixing them is re
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-LEVELS_FILE = "motion_levels.json"
+from curate.levels_file import LEVELS_FILE, LevelsFileError, read_levels_file, write_levels_file  # noqa: F401
+
 DEFAULT_PERCENTILES: dict[str, float] = {"low": 10, "medium": 50, "high": 90}
 
 
-class MotionLevelsError(ValueError):
-    """Bad input for, or a bad file of, motion levels."""
+# Bad input for, or a bad file of, motion levels (the file's errors are curate's, one class).
+MotionLevelsError = LevelsFileError
 
 
 def kvid_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from curate.version import KVID_VERSION
 
-    try:
-        return version("kvid")
-    except PackageNotFoundError:
-        return "unknown"
+    return KVID_VERSION
 
 
 def _check_percentiles(percentiles: Mapping[str, float] | None) -> dict[str, float]:
@@ -143,41 +140,9 @@ def write_levels(
         "num_clips": len(scores),
         "kvid_version": kvid_version(),
     }
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, LEVELS_FILE)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{LEVELS_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_levels_file(out_dir, doc)
 
 
 def read_levels(path_or_dir: str | os.PathLike) -> dict:
     """Read and validate a levels file (or ``DIR/motion_levels.json``)."""
-    path = os.fspath(path_or_dir)
-    if os.path.isdir(path):
-        path = os.path.join(path, LEVELS_FILE)
-    if not os.path.isfile(path):
-        raise MotionLevelsError(f"no motion levels file at {path}: run `kvid motion levels DIR` first")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MotionLevelsError(f"{path} is not a motion levels json file: {e}") from e
-    missing = [k for k in ("backend", "size", "percentiles", "levels", "num_clips") if k not in (doc if isinstance(doc, dict) else {})]
-    if missing:
-        raise MotionLevelsError(f"{path} lacks {', '.join(missing)}")
-    levels = doc["levels"]
-    if not isinstance(levels, dict) or not levels or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in levels.values()
-    ):
-        raise MotionLevelsError(f"{path}: 'levels' must map level names to finite scores")
-    return doc
+    return read_levels_file(path_or_dir)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from motion.backends import FlowBackend, MotionWeightsError, check_pairs, env_flag
+from motion.flow import FlowBackend, MotionWeightsError, check_pairs, env_flag
 
 #: CLI flags named in error messages (pipelines/cli.py maps them to config fields).
 WEIGHTS_FLAG = "--motion-weights"
@@ -76,15 +76,13 @@ def build_raft(variant: str = "raft_large"):
 
 
 def _missing_weights_message(variant: str, path: str, why: str) -> str:
-    enum = _weights_enum(variant).__name__
+    """One line: what is missing and why, then the flags that fix it."""
     url = default_weights_url(variant)
     return (
-        f"RAFT weights for {variant} are not available: {why}. The default weights file is not in the "
-        f"torch hub cache ({path}). Fix one of: (1) on a machine with internet run "
-        f"`python -c \"from torchvision.models.optical_flow import {variant}, {enum}; "
-        f"{variant}(weights={enum}.DEFAULT)\"` (or download {url}) and copy the file to {path} "
-        f"(set TORCH_HOME to choose the cache); (2) pass the local file with {WEIGHTS_FLAG} /path/to/"
-        f"{os.path.basename(path)}; (3) score motion on CPU without weights with {BACKEND_FLAG} dis."
+        f"RAFT weights for {variant} are not available ({why}; the default file is not in the torch hub cache: "
+        f"{path}): pass {WEIGHTS_FLAG} /path/to/{os.path.basename(path)} (download {url} on a machine with "
+        f"internet), or score motion on CPU without weights with {BACKEND_FLAG} dis; or copy the file to {path} "
+        f"(TORCH_HOME chooses the cache)"
     )
 
 

@@ -18,8 +18,8 @@ differently from the dominant motion). Both are averaged over pairs like the sco
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 

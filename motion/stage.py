@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from curate import schema
+from curate.stage import Resources, Stage
 from motion.backends import FlowBackend, MotionError, canonical_backend_name, get_backend, is_raft
 from motion.score import DEFAULT_FPS, DEFAULT_SIZE, _check_stride, iter_pairs, result_from_stats
 
@@ -37,10 +38,11 @@ class _Stopped(Exception):
     pass
 
 
-class MotionStage:
+class MotionStage(Stage):
     """Fill the motion columns of ok rows; turn clips that fail into ``motion_failed`` rejects."""
 
     name = "motion"
+    stateful = True  # the flow model is loaded once per actor
 
     def __init__(
         self,
@@ -112,8 +114,8 @@ class MotionStage:
         return state
 
     @property
-    def resources(self) -> dict[str, float]:
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+    def resources(self) -> Resources:  # type: ignore[override]
+        return Resources(cpus=self.num_cpus, gpus=self.num_gpus)
 
     @property
     def backend(self) -> FlowBackend:
@@ -130,7 +132,7 @@ class MotionStage:
 
     # -- the call -------------------------------------------------------------------------
 
-    def __call__(self, rows: list[dict]) -> list[dict]:
+    def process(self, rows: list[dict]) -> list[dict]:
         backend = self.backend
         out = [dict(r) for r in rows]
         todo = [i for i, r in enumerate(out) if r.get("status", schema.STATUS_OK) == schema.STATUS_OK]

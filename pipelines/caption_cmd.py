@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.curate import add_caption_stages, check_models, on_cluster
+    from pipelines.graph import add_stages, model_stages, on_cluster
+    from pipelines.preflight import preflight
     from pipelines.rewrite import folder_config, rewrite
 
     keys = ("caption_model", "caption_prompt", "caption_frames", "caption_max_new_tokens", "caption_batch_size",
@@ -49,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = folder_config(args.dir, args, keys, motion_backend="none")
     if not cfg.caption_enabled:
         raise ConfigError("--model none would remove the captions; give a model id or folder")
-    check_models(cfg)
+    preflight(cfg)
     settings = {k: getattr(cfg, k) for k in ("caption_model", "caption_prompt", "caption_frames", "caption_max_new_tokens")}
-    summary = rewrite(args.dir, cfg, "caption", settings, lambda ds: add_caption_stages(ds, on_cluster(cfg)),
+    summary = rewrite(args.dir, cfg, "caption", settings, lambda ds: add_stages(ds, model_stages(on_cluster(cfg))),
                       show_progress=False if args.quiet else None, config_updates=settings)
     print(
         f"kvid caption: {summary['clips']} clips captioned ({summary['new_rejects']} caption_failed) in "

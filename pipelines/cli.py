@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
@@ -33,6 +34,53 @@ output:
 """
 
 
+class UsageError(ConfigError):
+    """A command line argparse refused (unknown flag, bad choice, missing argument)."""
+
+
+class KvidArgumentParser(argparse.ArgumentParser):
+    """argparse with kvid's error style: one line naming the problem, not a usage dump.
+
+    Flags must be spelled in full (allow_abbrev off): an abbreviation that works today
+    would change meaning or break when a flag with the same prefix is added, and a
+    mistyped flag gets a "did you mean" instead of silently matching another one.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command that was given: `kvid motion recompute` -> its parser."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[name]
+
+
+def unknown_arguments_message(parser: argparse.ArgumentParser, rest: list[str]) -> str:
+    """One line for arguments ``parser`` does not take, with the closest flag for each typo."""
+    flags = [opt for action in parser._actions for opt in action.option_strings]
+    unknown = [a for a in rest if a.startswith("-") and a != "-"]
+    if not unknown:
+        return f"unrecognized arguments: {' '.join(rest)} (see `{parser.prog} --help`)"
+    parts = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        # An abbreviation means the flags it starts; else the closest spelling (a typo).
+        meant = [f for f in flags if f.startswith(flag) and len(flag) > 2] or difflib.get_close_matches(
+            flag, flags, n=1, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(meant[:3])}?" if meant and len(meant) <= 3 else ""
+        parts.append(f"unknown flag {flag}{hint}")
+    return "; ".join(parts) + f" (see `{parser.prog} --help`)"
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -41,7 +89,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from pipelines.curate import InputError, format_summary, run_curate
+    from pipelines.curate import CurateInterrupted, format_summary, run_curate
+    from pipelines.inputs import InputError
 
     overrides = overrides_from_args(args)
     if args.inputs:
@@ -52,6 +101,9 @@ def cmd_curate(args: argparse.Namespace) -> int:
         summary = run_curate(cfg, show_progress=None if not args.quiet else False)
     except InputError as e:
         raise ConfigError(str(e)) from e
+    except CurateInterrupted as e:
+        print(format_summary(e.summary))
+        raise
     print(format_summary(summary))
     return 0
 
@@ -75,7 +127,7 @@ def _lazy_command(module: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = KvidArgumentParser(
         prog="kvid",
         description="Build text-to-video training data from raw video (curate, motion, caption, "
         "shards) and generate video with Kandinsky Video 1.1.",
@@ -133,44 +185,99 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, run = parse_command(argv)
+    except UsageError as e:
+        print(f"kvid: error: {e}", file=sys.stderr)
+        return 2
+    if run is None:
+        build_parser().print_help()
+        return 2
+    _setup_logging(args.verbose)
+    return _guard(run)
+
+
+def parse_command(argv: list[str]):
+    """(args, the command to run) for ``argv``; run is None when no command was given.
+    Raises UsageError for anything argparse refuses, unknown flags included."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    # -v/--verbose belongs to `kvid`, but people also put it after the command.
+    if "-v" in rest or "--verbose" in rest:
+        args.verbose = True
+        rest = [a for a in rest if a not in ("-v", "--verbose")]
     lazy = getattr(args, "lazy", None)
     if lazy:
         # Build the owning package's parser now (it may import torch etc.) and reparse.
         add_arguments, run = _lazy_command(lazy)
-        sub = argparse.ArgumentParser(prog=f"kvid {args.command}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = KvidArgumentParser(prog=f"kvid {args.command}", formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(sub)
-        sub_args = sub.parse_args(rest)
-        _setup_logging(args.verbose)
-        return _guard(lambda: run(sub_args))
+        sub_args, sub_rest = sub.parse_known_args(rest)
+        if sub_rest:
+            raise UsageError(unknown_arguments_message(chosen_parser(sub, sub_args), sub_rest))
+        return args, lambda: run(sub_args)
     if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        raise UsageError(unknown_arguments_message(chosen_parser(parser, args), rest))
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    _setup_logging(args.verbose)
-    return _guard(lambda: args.func(args))
+        return args, None
+    return args, lambda: args.func(args)
 
 
 def _guard(fn) -> int:
     """Expected failures print one clear message, not a traceback."""
+    from curate.shards import OutputBusy, OutputFull
+
     try:
         return int(fn() or 0)
     except ConfigError as e:
         print(f"kvid: error: {e}", file=sys.stderr)
         return 2
+    except (OutputBusy, OutputFull) as e:
+        print(f"kvid: error: {e.args[-1]}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("kvid: interrupted; re-run the same command to resume", file=sys.stderr)
+        print("kvid: interrupted; finished work is committed: re-run the same command to resume", file=sys.stderr)
         return 130
-    except RuntimeError as e:
+    except Exception as e:  # a bug or an unforeseen failure: still one line, the details in a file
         if os.environ.get("KVID_TRACEBACK"):
             raise
-        print(f"kvid: error: {e}", file=sys.stderr)
+        print(f"kvid: error: {_one_line(e)}{_traceback_note(e)}", file=sys.stderr)
         return 1
+
+
+def _innermost(e: BaseException) -> BaseException:
+    """The worker's exception behind a Ray task error, else ``e``."""
+    for _ in range(10):
+        inner = getattr(e, "cause", None) or e.__cause__
+        if inner is None or inner is e:
+            break
+        e = inner
+    return e
+
+
+def _one_line(e: BaseException) -> str:
+    inner = _innermost(e)
+    text = (str(inner).strip().splitlines() or [""])[0][:300]
+    return text if isinstance(inner, RuntimeError) and type(inner) is RuntimeError else f"{type(inner).__name__}: {text}"
+
+
+def _traceback_note(e: BaseException) -> str:
+    """Where the full traceback went (not for the errors kvid raises on purpose)."""
+    if type(_innermost(e)) is RuntimeError:
+        return ""
+    import tempfile
+    import traceback
+
+    path = os.path.join(tempfile.gettempdir(), f"kvid-error-{os.getpid()}.log")
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            traceback.print_exception(e, file=f)
+    except OSError:
+        return " (run with KVID_TRACEBACK=1 for the traceback)"
+    return f" (unexpected: the traceback is in {path}; finished work is committed, re-running resumes)"
 
 
 if __name__ == "__main__":

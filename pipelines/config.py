@@ -8,8 +8,11 @@ effective config is written into the output's manifest.
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import os
-from typing import Literal, Optional, get_args, get_origin
+import typing
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,10 +26,15 @@ from curate.stillness import StillParams
 from curate.text_area import TextParams
 from curate.transitions import TransitionParams
 from curate.remote import InputCache, is_uri
+from curate.shards import ShardWriter
 from curate.stages import CurateParams
 from curate.transcode import TranscodeParams
+from motion.backends import ALIASES as MOTION_ALIASES
+from motion.backends import BACKENDS as FLOW_BACKENDS
+from motion.backends import canonical_backend_name
 
-MOTION_BACKENDS = ("none", "raft", "raft_large", "raft_small", "dis", "farneback")
+# The backends live in motion/backends.py; "none" turns motion scoring off.
+MOTION_BACKENDS = ("none", *MOTION_ALIASES, *FLOW_BACKENDS)
 DEFAULT_CAPTION_MODEL = "llava-hf/LLaVA-NeXT-Video-7B-hf"
 
 # Fields that decide which clips exist and what their bytes are. Resuming into an output
@@ -39,6 +47,17 @@ OUTPUT_FIELDS = (
     "transitions", "transition_threshold", "transition_extend_threshold", "static_filter", "frozen_diff",
     "min_frozen_run", "max_frozen_fraction", "min_mean_diff", "flat_filter", "min_luma_spread", "min_colour_spread", "text_filter", "max_text_area", "text_frames",
 )
+# Fields that decide the units of the motion scores (which flow method, at which size).
+# Scores of two backends or sizes are not comparable, so resuming with others is refused too.
+MOTION_FIELDS = ("motion_backend", "motion_size")
+
+
+def default(params: type, name: str):
+    """A setting's default, read from the stage parameters that use it: each default is
+    written once, there (the config and the flags derive from it)."""
+    if params is ShardWriter:
+        return inspect.signature(ShardWriter).parameters[name].default
+    return params.__dataclass_fields__[name].default
 
 
 class ConfigError(ValueError):
@@ -62,98 +81,101 @@ class CurateConfig(BaseModel):
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
     workers: Optional[int] = Field(None, ge=1, description="parallel analyse+transcode tasks (default: one per CPU)")
     ffmpeg_threads: int = Field(
-        0, ge=0, description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)"
+        default(TranscodeParams, "threads"), ge=0, description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)"
     )
 
     # Scene detection.
     scene_detector: Literal["content", "adaptive", "transnetv2"] = Field(
-        "content", description="content or adaptive (PySceneDetect), or transnetv2 (neural; also finds gradual transitions)"
+        default(AnalysisParams, "detector"),
+        description="content or adaptive (PySceneDetect), or transnetv2 (neural; also finds gradual transitions)",
     )
     scene_threshold: Optional[float] = Field(
         None, gt=0, description="detector threshold (default: content 27, adaptive 3.0)"
     )
-    min_scene_len_s: float = Field(0.5, ge=0, description="minimum scene length between cuts, seconds")
-    analysis_width: int = Field(256, ge=32, description="frame width for scene detection (downscaled decode)")
+    min_scene_len_s: float = Field(default(AnalysisParams, "min_scene_len_s"), ge=0, description="minimum scene length between cuts, seconds")
+    analysis_width: int = Field(default(AnalysisParams, "analysis_width"), ge=32, description="frame width for scene detection (downscaled decode)")
 
     # Per-scene filters of the analysis decode (curate/scene_filters.py): statistics on every
     # scene row (scene_stats), decided before any encode; defaults live in their dataclasses.
     transitions: bool = Field(
-        AnalysisParams.transitions,
+        default(AnalysisParams, "transitions"),
         description="with a PySceneDetect detector, also find fades/dissolves/wipes with TransNetV2; their frames go to no clip",
     )
     transition_threshold: float = Field(
-        TransitionParams.threshold, gt=0, lt=1, description="TransNetV2 probability above which a frame is part of a transition"
+        default(TransitionParams, "threshold"), gt=0, lt=1, description="TransNetV2 probability above which a frame is part of a transition"
     )
     transition_extend_threshold: float = Field(
-        TransitionParams.extend_threshold, gt=0, lt=1,
+        default(TransitionParams, "extend_threshold"), gt=0, lt=1,
         description="a transition extends over neighbouring frames above this probability (faint fade frames)",
     )
-    transnet_device: str = Field(TransitionParams.device, description="TransNetV2 device: auto, cpu, cuda or cuda:N")
-    static_filter: bool = Field(StillParams.enabled, description="reject static scenes (a still image, a frozen video)")
+    transnet_device: str = Field(default(TransitionParams, "device"), description="TransNetV2 device: auto, cpu, cuda or cuda:N")
+    static_filter: bool = Field(default(StillParams, "enabled"), description="reject static scenes (a still image, a frozen video)")
     frozen_diff: float = Field(
-        StillParams.frozen_diff, ge=0, description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen"
+        default(StillParams, "frozen_diff"), ge=0, description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen"
     )
     min_frozen_run: int = Field(
-        StillParams.min_frozen_run, ge=1, description="consecutive near-identical frames that count as a freeze"
+        default(StillParams, "min_frozen_run"), ge=1, description="consecutive near-identical frames that count as a freeze"
     )
     max_frozen_fraction: float = Field(
-        StillParams.max_frozen_fraction, ge=0, le=1, description="reject a scene with more of its frames frozen"
+        default(StillParams, "max_frozen_fraction"), ge=0, le=1, description="reject a scene with more of its frames frozen"
     )
     min_mean_diff: float = Field(
-        StillParams.min_mean_diff, ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
+        default(StillParams, "min_mean_diff"), ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
     )
-    flat_filter: bool = Field(FlatParams.enabled, description="reject flat scenes (one colour, grey fields, sparse title cards)")
+    flat_filter: bool = Field(default(FlatParams, "enabled"), description="reject flat scenes (one colour, grey fields, sparse title cards)")
     min_luma_spread: float = Field(
-        FlatParams.min_luma_spread, ge=0, description="flat when the 5-95 percentile luma range (0-255) is under this ..."
+        default(FlatParams, "min_luma_spread"), ge=0, description="flat when the 5-95 percentile luma range (0-255) is under this ..."
     )
     min_colour_spread: float = Field(
-        FlatParams.min_colour_spread, ge=0, description="... and the chroma standard deviation is under this"
+        default(FlatParams, "min_colour_spread"), ge=0, description="... and the chroma standard deviation is under this"
     )
     text_filter: bool = Field(
-        TextParams.enabled, description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept"
+        default(TextParams, "enabled"), description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept"
     )
     max_text_area: float = Field(
-        TextParams.max_text_area, ge=0, le=1, description="reject scenes whose detected text covers more of the picture"
+        default(TextParams, "max_text_area"), ge=0, le=1, description="reject scenes whose detected text covers more of the picture"
     )
-    text_frames: int = Field(TextParams.frames, ge=1, description="frames per scene measured for text")
+    text_frames: int = Field(default(TextParams, "frames"), ge=1, description="frames per scene measured for text")
 
     # Black borders.
-    crop_borders: bool = Field(True, description="detect and crop letterbox/pillarbox bars")
-    border_black_level: float = Field(24.0, ge=0, le=255, description="mean luma at or below which a line is black")
-    border_min_px: int = Field(4, ge=0, description="bars thinner than this are kept")
-    border_samples_per_s: float = Field(2.0, gt=0, description="full-resolution frames sampled per second for borders")
+    crop_borders: bool = Field(default(AnalysisParams, "borders"), description="detect and crop letterbox/pillarbox bars")
+    border_black_level: float = Field(default(BorderParams, "black_level"), ge=0, le=255, description="mean luma at or below which a line is black")
+    border_min_px: int = Field(default(BorderParams, "min_border_px"), ge=0, description="bars thinner than this are kept")
+    border_samples_per_s: float = Field(default(AnalysisParams, "border_samples_per_s"), gt=0, description="full-resolution frames sampled per second for borders")
 
     # Filters (the statistic is stored on every row; the threshold decides).
-    min_duration_s: float = Field(2.0, ge=0, description="drop scenes shorter than this")
-    min_area: int = Field(256 * 256, ge=0, description="drop clips with fewer pixels (after crop)")
-    min_side: int = Field(128, ge=0, description="drop clips with a side under this (after crop)")
-    min_fps: float = Field(23.0, ge=0, description="drop sources below this frame rate")
-    max_fps: float = Field(240.0, gt=0, description="reject sources above this frame rate as broken")
-    max_side: int = Field(8192, gt=0, description="reject sources with a side above this as broken")
+    min_duration_s: float = Field(default(FilterParams, "min_duration_s"), ge=0, description="drop scenes shorter than this")
+    min_area: int = Field(default(FilterParams, "min_area"), ge=0, description="drop clips with fewer pixels (after crop)")
+    min_side: int = Field(default(FilterParams, "min_side"), ge=0, description="drop clips with a side under this (after crop)")
+    min_fps: float = Field(default(FilterParams, "min_fps"), ge=0, description="drop sources below this frame rate")
+    max_fps: float = Field(default(FilterParams, "max_fps"), gt=0, description="reject sources above this frame rate as broken")
+    max_side: int = Field(default(FilterParams, "max_side"), gt=0, description="reject sources with a side above this as broken")
 
     # Transcode.
-    fps: float = Field(24.0, gt=0, description="output frame rate")
-    max_short_side: int = Field(1080, ge=16, description="scale down so the short side is at most this (never up)")
-    codec: str = Field("libx264", description="ffmpeg video encoder")
-    crf: int = Field(18, ge=0, le=51, description="encoder quality (lower is better)")
-    preset: str = Field("fast", description="encoder speed preset")
+    fps: float = Field(default(TranscodeParams, "fps"), gt=0, description="output frame rate")
+    max_short_side: int = Field(default(TranscodeParams, "max_short_side"), ge=16, description="scale down so the short side is at most this (never up)")
+    codec: str = Field(default(TranscodeParams, "codec"), description="ffmpeg video encoder")
+    crf: int = Field(default(TranscodeParams, "crf"), ge=0, le=51, description="encoder quality (lower is better)")
+    preset: str = Field(default(TranscodeParams, "preset"), description="encoder speed preset")
 
     # Robustness.
-    chunk_s: float = Field(600.0, ge=0, description="analyse long sources in chunks of this many seconds (0 = never)")
+    chunk_s: float = Field(default(CurateParams, "chunk_s"), ge=0, description="analyse long sources in chunks of this many seconds (0 = never)")
     reject_decode_errors: bool = Field(
-        True, description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)"
+        default(CurateParams, "reject_decode_errors"), description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)"
     )
-    probe_timeout_s: float = Field(60.0, gt=0, description="ffprobe timeout per file")
-    decode_timeout_s: float = Field(120.0, gt=0, description="decode timeout per unit, plus 2 s per second of video")
+    probe_timeout_s: float = Field(default(CurateParams, "probe_timeout_s"), gt=0, description="ffprobe timeout per file")
+    decode_timeout_s: float = Field(default(AnalysisParams, "timeout_s"), gt=0, description="decode timeout per unit, plus 2 s per second of video")
     tmp_dir: Optional[str] = Field(None, description="scratch folder for encoded clips (default: system temp)")
     input_cache_dir: Optional[str] = Field(
         None, description="where each node keeps copies of URI sources (default: <system temp>/kvid-inputs)"
     )
-    input_cache_gb: float = Field(50.0, gt=0, description="size cap of that cache per node; least recently used copies go first")
+    input_cache_gb: float = Field(default(InputCache, "max_gb"), gt=0, description="size cap of that cache per node; least recently used copies go first")
 
     # Motion.
     motion_backend: str = Field(
-        "raft", description="motion score backend: raft (= raft_large), raft_small, dis, farneback or none"
+        "raft",
+        description="motion score backend: raft (= raft_large), raft_small, dis, farneback or none",
+        json_schema_extra={"choices": MOTION_BACKENDS},
     )
     motion_size: int = Field(256, ge=16, description="short side (px) the flow is computed at; scores are in px/frame at it")
     motion_stride: int = Field(1, ge=1, description="use every k-th consecutive frame pair (long clips)")
@@ -174,9 +196,9 @@ class CurateConfig(BaseModel):
     caption_device: str = Field("auto", description="auto, cpu or cuda")
 
     # Shards.
-    shard_max_clips: int = Field(1000, ge=1, description="clips per tar shard")
+    shard_max_clips: int = Field(default(ShardWriter, "max_clips"), ge=1, description="clips per tar shard")
     shard_max_mb: float = Field(1024.0, gt=0, description="video megabytes per tar shard")
-    shard_max_open_s: float = Field(600.0, gt=0, description="commit an open shard after this many seconds")
+    shard_max_open_s: float = Field(default(ShardWriter, "max_open_s"), gt=0, description="commit an open shard after this many seconds")
 
     @field_validator("motion_backend")
     @classmethod
@@ -206,23 +228,7 @@ class CurateConfig(BaseModel):
     def _check(self) -> "CurateConfig":
         if self.max_fps <= self.min_fps:
             raise ValueError("max_fps must be above min_fps")
-        self._check_filter_models()
         return self
-
-    def _check_filter_models(self) -> None:
-        """A filter whose model is not installed stops the run at start, with the fix."""
-        import importlib.util
-
-        if self.scene_detector == "transnetv2" or self.transitions:
-            from curate.transitions import TransitionModelError, weights_path
-
-            try:
-                weights_path()
-            except TransitionModelError as e:
-                raise ValueError(str(e)) from e
-        if self.text_filter and importlib.util.find_spec("rapidocr_onnxruntime") is None:
-            raise ValueError("the text filter needs rapidocr_onnxruntime: pip install rapidocr_onnxruntime onnxruntime, "
-                             "or turn it off with --no-text-filter")
 
     @property
     def motion_enabled(self) -> bool:
@@ -234,6 +240,11 @@ class CurateConfig(BaseModel):
 
     def output_settings(self) -> dict:
         return {k: getattr(self, k) for k in OUTPUT_FIELDS}
+
+    def motion_units(self) -> dict:
+        """What the motion scores' units depend on, aliases resolved (``raft`` = ``raft_large``);
+        the size is left out when motion is off (there are no scores)."""
+        return motion_units(self.model_dump())
 
     def curate_params(self) -> CurateParams:
         return CurateParams(
@@ -281,16 +292,77 @@ class CurateConfig(BaseModel):
         )
 
 
+def motion_units(config: dict) -> dict:
+    """``motion_units`` of a config dict (a manifest's ``config``). A manifest written before
+    the backend was recorded gives what it has; an unknown backend name is kept as written."""
+    backend = config.get("motion_backend")
+    if backend is None:
+        return {}
+    if backend == "none":
+        return {"motion_backend": "none"}
+    try:
+        backend = canonical_backend_name(backend)
+    except ValueError:
+        pass
+    units = {"motion_backend": backend}
+    if "motion_size" in config:
+        units["motion_size"] = config["motion_size"]
+    return units
+
+
+def resume_problem(cfg: CurateConfig, manifest: dict | None) -> str | None:
+    """Why curating ``cfg`` into the folder of ``manifest`` would mix two datasets, or None.
+
+    Compares the clip-defining settings (OUTPUT_FIELDS) and the motion score units
+    (MOTION_FIELDS, as the manifest records them after `kvid motion recompute` too)."""
+    if not manifest:
+        return None
+    before = manifest.get("config", {})
+    changed = [(k, before[k], v) for k, v in cfg.output_settings().items() if k in before and before[k] != v]
+    old_units, new_units = motion_units(before), cfg.motion_units()
+    changed += [(k, old_units[k], new_units[k]) for k in MOTION_FIELDS
+                if k in old_units and k in new_units and old_units[k] != new_units[k]]
+    if not changed:
+        return None
+    diffs = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed)
+    advice = "use a new --out folder, or the same settings as before"
+    if any(k in MOTION_FIELDS for k, _, _ in changed):
+        advice += (f" (the folder's motion scores are {_describe_units(old_units)}; to change them for every clip, "
+                   f"run `kvid motion recompute {cfg.out} --backend B --size N` first)")
+    return f"{cfg.out} was written with different settings ({diffs}). Resuming would mix two datasets: {advice}."
+
+
+def _describe_units(units: dict) -> str:
+    if units.get("motion_backend") == "none":
+        return "absent (motion_backend none)"
+    size = f" at {units['motion_size']} px" if "motion_size" in units else ""
+    return f"{units['motion_backend']}{size}"
+
+
 def _format_error(e: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration ({origin}):"]
+    """Every problem on one line (``kvid: error: ...``), each naming its key and flag."""
+    lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         flag = "--" + key.replace("_", "-")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (see `kvid curate --help` for the keys)"
-        lines.append(f"  {key} ({flag}): {msg}")
-    return "\n".join(lines)
+            hint = suggest(key, list(CurateConfig.model_fields))
+            msg = f"unknown key; did you mean {hint}?" if hint else "unknown key (`kvid curate --help` lists the keys)"
+            lines.append(f"{key}: {msg}")
+            continue
+        lines.append(f"{key} ({flag}): {msg}")
+    return f"invalid configuration ({origin}): " + "; ".join(lines)
+
+
+def suggest(word: str, known: list[str]) -> str | None:
+    """The known name ``word`` most likely meant: the same name spelled with - or _ the
+    other way, else the closest match (typos), else None."""
+    for sep_from, sep_to in (("-", "_"), ("_", "-")):
+        if word.replace(sep_from, sep_to) in known:
+            return word.replace(sep_from, sep_to)
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def load_yaml(path: str) -> dict:
@@ -325,6 +397,27 @@ def _is_bool(annotation) -> bool:
     return annotation is bool
 
 
+def field_choices(name: str) -> tuple | None:
+    """The allowed values of a field: its Literal values, or ``choices`` in its schema extra."""
+    field = CurateConfig.model_fields[name]
+    if typing.get_origin(field.annotation) is Literal:
+        return typing.get_args(field.annotation)
+    extra = field.json_schema_extra
+    return tuple(extra["choices"]) if isinstance(extra, dict) and "choices" in extra else None
+
+
+def field_help(name: str) -> str:
+    """The flag's help: the description and its default, said once (a description that
+    explains its own default, e.g. "(default: all)", keeps its words). Choices show in the
+    flag's metavar."""
+    field = CurateConfig.model_fields[name]
+    default = field.default if field.default_factory is None else field.default_factory()
+    text = field.description or ""
+    if "default" not in text.lower() and default is not None and default != []:
+        text += f" (default: {default})"
+    return text
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add one --flag per config field (except the positionals). Values stay strings here
     and pydantic converts and validates them, so the CLI and YAML share every rule."""
@@ -333,16 +426,20 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if name in _POSITIONAL:
             continue
         flag = "--" + name.replace("_", "-")
-        default = field.default if field.default_factory is None else field.default_factory()
-        help_text = f"{field.description} (default: {default})"
+        help_text = field_help(name)
         if _is_bool(field.annotation):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        elif get_origin(field.annotation) is Literal:  # a closed set: --help lists it
-            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=get_args(field.annotation), help=help_text)
+        elif choices := field_choices(name):
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=[str(c) for c in choices],
+                               metavar="{" + ",".join(map(str, choices)) + "}", help=help_text)
         else:
             group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The config fields that were given on the command line."""
-    return {k: v for k, v in vars(args).items() if k in CurateConfig.model_fields}
+    """The config fields that were given on the command line. An empty positional list
+    means none were given (a YAML ``inputs:`` then counts), not "no inputs"."""
+    return {
+        k: v for k, v in vars(args).items()
+        if k in CurateConfig.model_fields and not (k in _POSITIONAL and not v)
+    }

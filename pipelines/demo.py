@@ -39,20 +39,35 @@ def make_samples(folder: str) -> dict[str, str]:
     return expect
 
 
+def demo_config(samples: str, result: str, extra: list[str]):
+    """The curate config of the demo: its offline choices plus any further flags."""
+    import argparse
+
+    from pipelines.config import add_config_flags, build_config, overrides_from_args
+
+    parser = argparse.ArgumentParser(prog="kvid demo --", add_help=False)
+    add_config_flags(parser)
+    args = parser.parse_args([*DEMO_FLAGS, *extra])
+    return build_config({}, {**overrides_from_args(args), "inputs": [samples], "out": result}, origin="kvid demo")
+
+
 def run_demo(out: str, open_report: bool = False, extra: list[str] | None = None) -> int:
-    from pipelines.cli import main as kvid_main
+    from pipelines.curate import CurateInterrupted, format_summary, run_curate
     from pipelines.report import inspect_output
 
     require_binaries()
     samples = os.path.join(out, "samples")
     result = os.path.join(out, "curated")
+    cfg = demo_config(samples, result, [a for a in (extra or []) if a != "--"])
     print(f"kvid demo: rendering sample videos into {samples}")
     for name, what in make_samples(samples).items():
         print(f"  {name:<15} {what}")
-    extra = [a for a in (extra or []) if a != "--"]
-    code = kvid_main(["curate", samples, "--out", result, *DEMO_FLAGS, *extra])
-    if code:
-        return code
+    try:
+        summary = run_curate(cfg)
+    except CurateInterrupted as e:
+        print(format_summary(e.summary))
+        raise
+    print(format_summary(summary))
     inspect_output(result, html=True, open_browser=open_report)
     print(f"\nnext: open {os.path.join(result, 'report.html')}, or read the shards with webdataset / pyarrow")
     return 0

@@ -49,24 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recompute(args: argparse.Namespace) -> int:
-    from pipelines.curate import MotionActor, motion_actor_options
+    from pipelines.graph import add_stages, model_stages, on_cluster
     from pipelines.rewrite import folder_config, rewrite
 
     keys = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device",
             "motion_workers", "ray_address")
-    cfg = folder_config(args.dir, args, keys)
+    cfg = folder_config(args.dir, args, keys, caption_model="none")  # captions are kept as they are
     if not cfg.motion_enabled:
         raise ConfigError("--backend none would remove the scores; pick raft, raft_small, dis or farneback")
-    from pipelines.curate import check_models, on_cluster
+    from pipelines.preflight import preflight
 
-    check_models(cfg.model_copy(update={"caption_model": "none"}))  # missing weights stop here
-
-    def add_stages(ds):
-        c = on_cluster(cfg)
-        return ds.map_batches(MotionActor, fn_constructor_kwargs={"cfg": c}, **motion_actor_options(c))
+    preflight(cfg)  # missing weights stop here
 
     settings = {k: getattr(cfg, k) for k in ("motion_backend", "motion_size", "motion_stride", "motion_weights")}
-    summary = rewrite(args.dir, cfg, "motion", settings, add_stages, show_progress=False if args.quiet else None,
+    summary = rewrite(args.dir, cfg, "motion", settings, lambda ds: add_stages(ds, model_stages(on_cluster(cfg))), show_progress=False if args.quiet else None,
                       config_updates=settings)
     print(
         f"kvid motion recompute: {summary['clips']} clips scored ({summary['new_rejects']} motion_failed) in "
@@ -79,7 +75,9 @@ def recompute(args: argparse.Namespace) -> int:
 def levels(args: argparse.Namespace) -> int:
     from curate import shards
     from motion.levels import MotionLevelsError, read_levels, write_levels
+    from pipelines.preflight import require_kvid_folder
 
+    require_kvid_folder(args.dir)
     rows = shards.read_index(args.dir, ["motion_score", "motion_backend", "motion_size"]).to_pylist()
     scored = [r for r in rows if r["motion_score"] is not None]
     if not scored:

@@ -11,12 +11,13 @@ from collections import Counter
 
 import numpy as np
 
-from curate import shards
+from curate import schema, shards
 from curate.ffmpeg import FFmpegError, run_ffmpeg, safe_input
 from curate.frames import as_file
 
 REPORT = "report.html"
 THUMBS = "report_thumbs"
+CLIP_FILES = "report_files"  # playable copies of the shown clips
 MAX_CLIPS_IN_REPORT = 500
 
 
@@ -89,27 +90,6 @@ def scene_filter_summary(index: list[dict], rejects: list[dict]) -> dict:
     return {"counts": counts, "hist": hists}
 
 
-def source_thumbnail_strip(out_dir: str, row: dict, n: int, height: int = 72) -> str | None:
-    """A strip of ``n`` frames of a scene read from its source (rejected scenes were never
-    encoded). Cached under OUT/report_thumbs/; None when the source is not a local file."""
-    rel = os.path.join(THUMBS, f"reject-{row['clip_id']}.jpg")
-    path = os.path.join(out_dir, rel)
-    if os.path.exists(path):
-        return rel
-    start, end = row.get("source_start_s"), row.get("source_end_s")
-    if start is None or end is None or not os.path.isfile(row["source"]):
-        return None
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    rate = n / max(end - start, 0.1)
-    try:
-        run_ffmpeg(["-ss", f"{start:.3f}", "-t", f"{max(end - start, 0.04):.3f}", "-i", safe_input(row["source"]),
-                    "-vf", f"fps={rate:.4f},scale=-2:{height},tile={n}x1", "-frames:v", "1", "-q:v", "5", "-y", path],
-                   timeout=60)
-    except (FFmpegError, OSError):
-        return None
-    return rel if os.path.exists(path) else None
-
-
 def _text_scene_filters(sf: dict) -> list[str]:
     lines = ["scene filters (measured / rejected):"]
     lines += [f"  {name:<12} {c['measured']:>6} / {c['rejected']}" for name, c in sf["counts"].items()]
@@ -124,7 +104,7 @@ def _html_scene_filters(out_dir: str, sf: dict, rejects: list[dict], thumbs: int
     rows = []
     filtered = [r for r in rejects if r["reject_reason"] in SCENE_FILTER_REASONS.values()]
     for r in sorted(filtered, key=lambda r: (r["source"], r["start_frame"] or 0))[:MAX_REJECT_THUMBS]:
-        strip = source_thumbnail_strip(out_dir, r, thumbs) if thumbs > 0 else None
+        strip = reject_thumbnail(out_dir, r)[0] if thumbs > 0 else None
         img = f"<img src='{e(strip)}' loading=lazy>" if strip else "(no thumbnail)"
         stats = ", ".join(f"{k} {v:.3g}" for k, v in sorted(_stats(r).items()))
         rows.append(f"<tr><td>{img}</td><td>{e(r['reject_reason'])}<br>{e(os.path.basename(r['source']))}<br>"
@@ -149,6 +129,18 @@ def format_text(s: dict, out_dir: str) -> str:
     return "\n".join(lines)
 
 
+def read_manifest(out_dir: str) -> dict:
+    path = os.path.join(out_dir, shards.MANIFEST)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def captioning_off(manifest: dict) -> bool:
+    return str((manifest.get("config") or {}).get("caption_model", "")).lower() == "none"
+
+
 def thumbnail_strip(out_dir: str, row: dict, n: int, height: int = 96) -> str | None:
     """A JPEG of ``n`` frames side by side, cached under OUT/report_thumbs/. Returns the
     path relative to OUT, or None when the clip cannot be read."""
@@ -170,6 +162,53 @@ def thumbnail_strip(out_dir: str, row: dict, n: int, height: int = 96) -> str | 
     return rel
 
 
+def is_whole_source_reject(row: dict) -> bool:
+    """A reject decided before any scene was cut (probe, source filters): no position in it."""
+    return row["start_frame"] is None and row["source_start_s"] is None
+
+
+def reject_thumbnail(out_dir: str, row: dict, height: int = 96) -> tuple[str | None, str]:
+    """One frame of the source at the middle of a rejected scene, cached under
+    OUT/report_thumbs/. Returns (path relative to OUT or None, why there is none)."""
+    if is_whole_source_reject(row):
+        return None, "no thumbnail: the whole source was rejected before any scene was cut"
+    source = schema.source_path(row)
+    if not os.path.isfile(source):
+        return None, "no thumbnail: the source is not a local file here"
+    rel = os.path.join(THUMBS, f"reject-{row['clip_id']}.jpg")
+    path = os.path.join(out_dir, rel)
+    if os.path.exists(path):
+        return rel, ""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    start = row["source_start_s"] or 0.0
+    end = row["source_end_s"] if row["source_end_s"] is not None else start
+    # Square pixels at the display aspect, as the clip would have been.
+    scale = f"scale=trunc(ih*dar/2)*2:ih,setsar=1,scale=-2:{height}"
+    try:
+        run_ffmpeg(["-ss", f"{(start + end) / 2:.3f}", "-i", safe_input(source), "-vf", scale,
+                    "-frames:v", "1", "-q:v", "4", "-y", path], timeout=60)
+    except (FFmpegError, OSError):
+        return None, "no thumbnail: that part of the source could not be decoded"
+    if not os.path.exists(path):
+        return None, "no thumbnail: no frame at that time in the source"
+    return rel, ""
+
+
+def clip_file(out_dir: str, row: dict) -> str | None:
+    """A playable copy of the clip's mp4 beside the report (OUT/report_files/<id>.mp4), cut
+    out of its shard by the index's offset and size. Returns the path relative to OUT."""
+    rel = os.path.join(CLIP_FILES, f"{row['clip_id']}.mp4")
+    path = os.path.join(out_dir, rel)
+    if os.path.exists(path) and os.path.getsize(path) == row["shard_size"]:
+        return rel
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shards.atomic_write_bytes(path, shards.read_clip_bytes(out_dir, row))
+    except (OSError, TypeError):
+        return None
+    return rel
+
+
 def _html_hist(title: str, hist) -> str:
     if not hist:
         return f"<div><h3>{html.escape(title)}</h3><p>no values</p></div>"
@@ -185,51 +224,186 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.2f} s"
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{max(1, round(n_bytes / 1e3))} kB"
+
+
+def source_position(row: dict) -> str:
+    """Where in the source a clip or rejected scene lies, in words: source frames and seconds.
+    ``end_frame`` is exclusive, so frames 0-80 are the 80 frames 0 to 79."""
+    if is_whole_source_reject(row):
+        return "the whole source"
+    parts = []
+    if row["start_frame"] is not None and row["end_frame"] is not None:
+        n = row["end_frame"] - row["start_frame"]
+        fps = f" at {row['src_fps']:.3g} fps" if row.get("src_fps") else ""
+        parts.append(f"source frames {row['start_frame']} to {row['end_frame'] - 1} ({n} frames{fps})")
+    if row["source_start_s"] is not None and row["source_end_s"] is not None:
+        parts.append(f"{row['source_start_s']:.2f}&ndash;{row['source_end_s']:.2f} s")
+    return ", ".join(parts)
+
+
+def output_format(row: dict) -> str:
+    """What was written, with the re-timing spelled out (a 30 fps scene becomes 24 fps)."""
+    retimed = ""
+    if row.get("src_fps") and row["fps"] and abs(row["src_fps"] - row["fps"]) > 0.01:
+        retimed = f", re-timed from the source's {row['src_fps']:.3g} fps"
+    return (f"{row['duration_s']:.2f} s<br>{row['width']}x{row['height']} px<br>"
+            f"{row['num_frames']} output frames at {row['fps']:g} fps{retimed}")
+
+
+def caption_html(row: dict, manifest: dict) -> str:
+    e = html.escape
+    if row["caption"]:
+        return f"<div class=cap>{e(row['caption'])}</div>"
+    if captioning_off(manifest):
+        return ("<div class='cap none'>no caption: captioning was off (caption_model: none); "
+                "<code>kvid caption OUT</code> adds captions</div>")
+    return "<div class='cap none'>no caption (empty)</div>"
+
+
+def message_html(text: str | None, short: int = 160) -> str:
+    """A reject message, never cut mid-word: short ones whole, long ones folded at a word
+    boundary with the full text one click away (and in the tooltip)."""
+    e = html.escape
+    if not text:
+        return ""
+    if len(text) <= short:
+        return f"<div class=msg>{e(text)}</div>"
+    cut = text.rfind(" ", 0, short)
+    head = text[: cut if cut > short // 2 else short]
+    return f"<details class=msg title='{e(text)}'><summary>{e(head)} &hellip;</summary>{e(text)}</details>"
+
+
+def clip_row(out_dir: str, row: dict, manifest: dict, thumbs: int) -> str:
+    e = html.escape
+    strip = thumbnail_strip(out_dir, row, thumbs) if thumbs > 0 else None
+    mp4 = clip_file(out_dir, row)
+    img = f"<img src='{e(strip)}' alt='frames of {e(row['clip_id'])}' loading=lazy>" if strip else "(no thumbnail)"
+    if mp4:
+        img = f"<a href='{e(mp4)}' title='play the clip'>{img}</a>"
+        play = f"<a class=play href='{e(mp4)}'>&#9654; play clip</a> ({_size(row['shard_size'])} mp4)"
+    else:
+        play = "(clip not readable from its shard)"
+    motion = "" if row["motion_score"] is None else f"{row['motion_score']:.2f} ({e(row['motion_backend'] or '')})"
+    return (
+        f"<tr class=clip id='clip-{e(row['clip_id'])}'><td>{img}<div>{play}</div>{caption_html(row, manifest)}</td>"
+        f"<td><code>{e(row['clip_id'])}</code><br>{e(os.path.basename(row['source']))}<br>{source_position(row)}</td>"
+        f"<td>{output_format(row)}</td><td>{motion}</td></tr>"
+    )
+
+
+def reject_row(out_dir: str, row: dict, thumbs: int) -> str:
+    e = html.escape
+    if thumbs > 0:
+        thumb, why = reject_thumbnail(out_dir, row)
+    else:
+        thumb, why = None, "no thumbnail (--thumbs 0)"
+    img = f"<img src='{e(thumb)}' alt='source frame' loading=lazy>" if thumb else f"<span class=why>{e(why)}</span>"
+    return (
+        f"<tr class=reject id='reject-{e(row['clip_id'])}'><td class=thumb>{img}</td>"
+        f"<td>{e(os.path.basename(row['source']))}<br><span class=pos>{source_position(row)}</span></td>"
+        f"<td>{e(row['reject_stage'] or '')}</td><td>{e(row['reject_reason'] or '')}</td>"
+        f"<td>{_seconds(row['duration_s'])}</td>"
+        f"<td>{message_html(row['error_message'])}</td></tr>"
+    )
+
+
+# The settings a reader needs to read the report: the thresholds behind every reject reason.
+SETTINGS_SHOWN = (
+    ("filters", ("min_duration_s", "min_area", "min_side", "min_fps", "max_fps", "max_side")),
+    ("scenes", ("scene_detector", "scene_threshold", "min_scene_len_s")),
+    ("borders", ("crop_borders", "border_black_level", "border_min_px")),
+    ("output", ("fps", "max_short_side", "codec", "crf", "preset")),
+    ("motion and captions", ("motion_backend", "motion_size", "caption_model")),
+)
+
+
+def settings_html(manifest: dict) -> str:
+    """The thresholds and settings of the run, from OUT/manifest.json (the effective config),
+    each with its description from the config model; the rest folded below."""
+    from pipelines.config import CurateConfig
+
+    e = html.escape
+    config = manifest.get("config") or {}
+    if not config:
+        return "<h2>settings</h2><p>manifest.json has no config: settings unknown.</p>"
+    fields = CurateConfig.model_fields
+
+    def line(key: str) -> str:
+        value = config.get(key)
+        desc = fields[key].description if key in fields else ""
+        return f"<tr><td><code>{e(key)}</code></td><td><b>{e(json.dumps(value))}</b></td><td>{e(desc or '')}</td></tr>"
+
+    groups = "".join(
+        f"<tr><th colspan=3>{e(title)}</th></tr>" + "".join(line(k) for k in keys if k in config)
+        for title, keys in SETTINGS_SHOWN
+    )
+    shown = {k for _, keys in SETTINGS_SHOWN for k in keys}
+    rest = "".join(line(k) for k in sorted(config) if k not in shown)
+    return (
+        "<h2>settings</h2><p>The settings of the last run (from <code>manifest.json</code>); "
+        "a reject's reason names the threshold it failed.</p>"
+        f"<table class=settings>{groups}</table>"
+        f"<details><summary>all settings</summary><table class=settings>{rest}</table></details>"
+    )
+
+
+def settings_text(manifest: dict) -> str:
+    """One line per group of SETTINGS_SHOWN, and whether captioning was on."""
+    config = manifest.get("config") or {}
+    if not config:
+        return "settings: unknown (manifest.json has no config)"
+    lines = ["settings of the last run:"]
+    for title, keys in SETTINGS_SHOWN:
+        values = ", ".join(f"{k} {json.dumps(config[k])}" for k in keys if k in config)
+        lines.append(f"  {title + ':':<20} {values}")
+    if captioning_off(manifest):
+        lines.append("  captioning was off (caption_model none): captions are empty; `kvid caption OUT` adds them")
+    return "\n".join(lines)
+
+
 def write_html(out_dir: str, s: dict, thumbs: int) -> str:
-    manifest = {}
-    if os.path.exists(os.path.join(out_dir, shards.MANIFEST)):
-        with open(os.path.join(out_dir, shards.MANIFEST), encoding="utf-8") as f:
-            manifest = json.load(f)
+    manifest = read_manifest(out_dir)
     e = html.escape
     clips = sorted(s["index"], key=lambda r: (r["source"], r["start_frame"] or 0))
-    clip_rows = []
-    for r in clips[:MAX_CLIPS_IN_REPORT]:
-        strip = thumbnail_strip(out_dir, r, thumbs) if thumbs > 0 else None
-        img = f"<img src='{e(strip)}' loading=lazy>" if strip else "(no thumbnail)"
-        motion = "" if r["motion_score"] is None else f"{r['motion_score']:.2f} ({e(r['motion_backend'] or '')})"
-        clip_rows.append(
-            f"<tr><td>{img}<div class=cap>{e(r['caption'] or '')}</div></td>"
-            f"<td><code>{e(r['clip_id'])}</code><br>{e(os.path.basename(r['source']))}<br>"
-            f"frames {r['start_frame']}&ndash;{r['end_frame']}</td>"
-            f"<td>{r['duration_s']:.2f} s<br>{r['width']}x{r['height']} @ {r['fps']:g}<br>{r['num_frames']} frames</td>"
-            f"<td>{motion}</td></tr>"
-        )
+    clip_rows = "".join(clip_row(out_dir, r, manifest, thumbs) for r in clips[:MAX_CLIPS_IN_REPORT])
     more = len(clips) - MAX_CLIPS_IN_REPORT
-    reject_rows = "".join(
-        f"<tr><td>{e(os.path.basename(r['source']))}</td><td>{e(r['reject_stage'] or '')}</td>"
-        f"<td>{e(r['reject_reason'] or '')}</td><td>{_seconds(r['duration_s'])}</td>"
-        f"<td>{e((r['error_message'] or '')[:200])}</td></tr>"
-        for r in sorted(s["rejects"], key=lambda r: (r["source"], r["start_frame"] or 0))
-    )
+    rejects = sorted(s["rejects"], key=lambda r: (r["source"], r["start_frame"] or 0))
+    reject_rows = "".join(reject_row(out_dir, r, thumbs) for r in rejects)
     reasons = "".join(f"<tr><td>{e(k)}</td><td>{v}</td></tr>" for k, v in s["rejects_by_reason"].most_common())
     hists = "".join(_html_hist(t, h) for t, h in s["hist"].items())
+    caption_note = (" Captioning was off for this run (<code>caption_model: none</code>), so captions are empty."
+                    if captioning_off(manifest) else "")
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>kvid report: {e(out_dir)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:4px 8px;vertical-align:top;text-align:left}}
 .bar{{background:#4a7;height:12px}} .hist td{{border:none;padding:1px 6px}} .cap{{max-width:700px;font-size:90%;color:#333}}
-.grid{{display:flex;flex-wrap:wrap;gap:2em}} img{{max-width:720px}}</style></head><body>
+.cap.none,.why,.pos{{color:#777;font-style:italic}} .msg{{max-width:480px;overflow-wrap:anywhere;font-size:90%}}
+.msg summary{{cursor:pointer}} .settings td,.settings th{{padding:2px 8px}} .settings th{{background:#f3f3f3}}
+.grid{{display:flex;flex-wrap:wrap;gap:2em}} img{{max-width:720px}} td.thumb{{max-width:200px}}</style></head><body>
 <h1>kvid report</h1><p><code>{e(os.path.abspath(out_dir))}</code> &mdash; status {e(str(manifest.get('status', '?')))},
 kvid {e(str(manifest.get('kvid_version', '?')))}</p>
 <p><b>{s['inputs']}</b> inputs &rarr; <b>{s['clips']}</b> clips and <b>{len(s['rejects'])}</b> rejects;
 {s['hours_in']:.3f} h in, {s['hours_out']:.3f} h out</p>
 <div class=grid>{hists}<div><h3>rejects by stage/reason</h3><table>{reasons}</table></div></div>
-<h2>clips</h2><table><tr><th>frames and caption</th><th>clip</th><th>format</th><th>motion</th></tr>{''.join(clip_rows)}</table>
+{settings_html(manifest)}
+<h2>clips</h2><p>Each clip is a scene of its source: <i>source frames</i> count the source's own frames at its
+frame rate; the clip was re-timed to the output rate, so its <i>output frames</i> differ (80 source
+frames at 30 fps = 2.67 s = 64 output frames at 24 fps). The thumbnails and &#9654; links open the clip's
+mp4, copied beside this page into <code>{CLIP_FILES}/</code> (safe to delete).{caption_note}</p>
+<table><tr><th>frames and caption</th><th>clip and position in the source</th><th>output</th><th>motion</th></tr>
+{clip_rows}</table>
 {f'<p>{more} more clips not shown.</p>' if more > 0 else ''}
 {_html_scene_filters(out_dir, s["scene_filters"], s["rejects"], thumbs)}
-<h2>rejects</h2><table><tr><th>source</th><th>stage</th><th>reason</th><th>length</th><th>message</th></tr>{reject_rows}</table>
+<h2>rejects</h2><p>A scene's thumbnail is a source frame from the middle of the scene. A source rejected
+whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
+<table><tr><th>frame</th><th>source and position</th><th>stage</th><th>reason</th><th>length</th><th>message</th></tr>
+{reject_rows}</table>
 </body></html>"""
     path = os.path.join(out_dir, REPORT)
-    shards.atomic_write_bytes(path, page.encode("utf-8"))
+    # "replace": a file name that is not valid UTF-8 must not sink the page
+    shards.atomic_write_bytes(path, page.encode("utf-8", "replace"))
     return path
 
 
@@ -240,6 +414,7 @@ def inspect_output(out_dir: str, html: bool = True, open_browser: bool = False, 
         raise ConfigError(f"{out_dir} is not a kvid output folder (no index/ or manifest.json)")
     s = summarize(out_dir)
     print(format_text(s, out_dir))
+    print(settings_text(read_manifest(out_dir)))
     if html:
         path = write_html(out_dir, s, thumbs)
         print(f"report: {path}")

@@ -17,8 +17,9 @@ from collections import Counter
 from typing import Any, Callable
 
 from curate import shards
+from curate.manifest import dataset_counts, now, read_manifest, write_manifest
 from pipelines import rows as R
-from pipelines.config import ConfigError, CurateConfig
+from pipelines.config import CurateConfig, build_config
 
 _REWRITE_INFO = "rewrite.json"
 
@@ -36,11 +37,10 @@ def read_part_op(row: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
 
 def load_config(out_dir: str) -> CurateConfig:
     """The effective config the folder was curated with (from its manifest)."""
-    from pipelines.curate import read_manifest
+    from pipelines.preflight import require_kvid_folder
 
-    manifest = read_manifest(out_dir)
-    if not manifest or not os.path.isdir(os.path.join(out_dir, shards.INDEX)):
-        raise ConfigError(f"{out_dir} is not a kvid output folder (no manifest.json or index/)")
+    require_kvid_folder(out_dir)
+    manifest = read_manifest(out_dir) or {}
     known = CurateConfig.model_fields
     return CurateConfig(**{k: v for k, v in manifest.get("config", {}).items() if k in known})
 
@@ -48,14 +48,9 @@ def load_config(out_dir: str) -> CurateConfig:
 def folder_config(out_dir: str, args, keys: tuple[str, ...], **forced) -> CurateConfig:
     """The folder's config with the command's options (those given) applied, validated like
     `kvid curate` flags."""
-    from pydantic import ValidationError
-
     cfg = load_config(out_dir)
     updates = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    try:
-        return CurateConfig(**{**cfg.model_dump(), **updates, **forced})
-    except ValidationError as e:
-        raise ConfigError(f"invalid option: {e}") from e
+    return build_config(cfg.model_dump(), {**updates, **forced}, origin="command line")
 
 
 def _prepare_next(out_dir: str, what: dict) -> str:
@@ -72,7 +67,13 @@ def _prepare_next(out_dir: str, what: dict) -> str:
     return nxt
 
 
-def rewrite(
+def rewrite(out_dir: str, cfg: CurateConfig, kind: str, *args, **kwargs) -> dict[str, Any]:
+    """``_rewrite`` while holding the folder (one kvid command writes a folder at a time)."""
+    with shards.OutputLock(out_dir, f"kvid {kind}"):
+        return _rewrite(out_dir, cfg, kind, *args, **kwargs)
+
+
+def _rewrite(
     out_dir: str,
     cfg: CurateConfig,
     kind: str,
@@ -87,7 +88,7 @@ def rewrite(
     Returns a summary."""
     from tqdm import tqdm
 
-    from pipelines.curate import _quiet_ray_data, init_ray
+    from pipelines.ray_runtime import ray_session
 
     t0 = time.monotonic()
     shards.recover_publish(out_dir)
@@ -118,25 +119,25 @@ def rewrite(
         if busy:
             import ray
 
-            init_ray(cfg)
-            _quiet_ray_data()
-            ds = ray.data.from_items([{"part": p} for p in busy], override_num_blocks=len(busy))
-            ds = ds.flat_map(read_part_op, fn_kwargs={"out_dir": out_dir}, num_cpus=0.5)
-            ds = add_stages(ds)
-            seen: Counter = Counter()
-            part_of = {rec.clip_id: p for p in busy for rec in shards.read_part(out_dir, p, shards.INDEX)}
-            with tqdm(total=sum(expected[p] for p in busy), unit="clip", desc=kind, disable=show_progress is False) as bar:
-                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    for row in batch.to_pylist():
-                        rec = R.row_record(row)
-                        p = part_of[rec.clip_id]
-                        w = writers.setdefault(p, shards.PartWriter(nxt, p))
-                        w.add(rec, row["mp4"])
-                        counts["rejected"] += 0 if rec.ok else 1
-                        seen[p] += 1
-                        bar.update(1)
-                        if seen[p] == expected[p]:
-                            finish_part(writers.pop(p))
+            with ray_session(cfg, os.path.join(out_dir, shards.WORK_DIR)):
+                ds = ray.data.from_items([{"part": p} for p in busy], override_num_blocks=len(busy))
+                ds = ds.flat_map(read_part_op, fn_kwargs={"out_dir": out_dir}, num_cpus=0.5)
+                ds = add_stages(ds)
+                seen: Counter = Counter()
+                part_of = {rec.clip_id: p for p in busy for rec in shards.read_part(out_dir, p, shards.INDEX)}
+                total = sum(expected[p] for p in busy)
+                with tqdm(total=total, unit="clip", desc=kind, disable=True if show_progress is False else None) as bar:
+                    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                        for row in batch.to_pylist():
+                            rec = R.row_record(row)
+                            p = part_of[rec.clip_id]
+                            w = writers.setdefault(p, shards.PartWriter(nxt, p))
+                            w.add(rec, row["mp4"])
+                            counts["rejected"] += 0 if rec.ok else 1
+                            seen[p] += 1
+                            bar.update(1)
+                            if seen[p] == expected[p]:
+                                finish_part(writers.pop(p))
     finally:
         for w in writers.values():
             w.abort()
@@ -156,10 +157,8 @@ def rewrite(
 
 
 def _record(out_dir: str, summary: dict, settings: dict, config_updates: dict) -> None:
-    from pipelines.curate import _now, dataset_counts, read_manifest
-
     manifest = read_manifest(out_dir) or {}
-    manifest.setdefault("rewrites", []).append({**summary, "settings": settings, "finished": _now()})
+    manifest.setdefault("rewrites", []).append({**summary, "settings": settings, "finished": now()})
     manifest.setdefault("config", {}).update(config_updates)
     manifest["counts"] = dataset_counts(out_dir)
-    shards.atomic_write_json(os.path.join(out_dir, shards.MANIFEST), manifest)
+    write_manifest(out_dir, manifest)

@@ -94,7 +94,7 @@ def sample_clips() -> dict[str, Path]:
     return _clips()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny_model(family: str) -> str:
     from caption.synthetic import save_random_model
 

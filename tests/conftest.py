@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixture modules shared by several test files (their helpers are imported by name).
+pytest_plugins = ["caption_fixtures", "generate_fixtures", "motion_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = Path(os.environ.get("KVID_TEST_VIDEOS", ROOT.parent / "shared" / "data" / "videos"))
 
@@ -28,7 +31,10 @@ def _offline():
 @pytest.fixture(scope="session")
 def shared_videos() -> Path:
     if not (SHARED_VIDEOS / "testvideo.mp4").exists():
-        pytest.skip(f"real test videos not found at {SHARED_VIDEOS}")
+        message = f"real test videos not found at {SHARED_VIDEOS} (../shared/data/videos beside the repo, or KVID_TEST_VIDEOS)"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": in CI a missing test-data folder is a failure, not a skip")
+        pytest.skip(message)
     return SHARED_VIDEOS
 
 

@@ -7,11 +7,9 @@ modules, so comparing the two catches a renamed or misplaced layer.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -270,31 +268,23 @@ def save_text_encoder(pipe, folder: Path) -> Path:
 
 
 def make_fake_curated(root: Path, captions: dict[str, str | None], size: str = "96x64") -> Path:
-    """OUT/shards/shard-00000.tar (<id>.mp4/.json/.txt) + OUT/index/part-0.parquet, built from ffmpeg testsrc."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """A curated folder written the way `kvid curate` writes one (curate.shards): one part
+    with a tar of <id>.mp4/.json/.txt and its index, clips made with ffmpeg testsrc."""
+    from curate import shards
+    from curate.schema import ClipRecord
 
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    (root / "index").mkdir(parents=True, exist_ok=True)
-    tar_path = root / "shards" / "shard-00000.tar"
-    rows = []
-    with tarfile.open(tar_path, "w") as tar:
-        for k, (clip_id, caption) in enumerate(captions.items()):
-            mp4 = root / f"{clip_id}.mp4"
-            subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=24:duration=0.5",
-                 "-vf", f"hue=h={40 * k}", "-pix_fmt", "yuv420p", "-c:v", "libx264", str(mp4)],
-                check=True,
-            )
-            meta = json.dumps({"clip_id": clip_id, "caption": caption}).encode()
-            for name, data in ((f"{clip_id}.mp4", mp4.read_bytes()), (f"{clip_id}.json", meta),
-                               (f"{clip_id}.txt", (caption or "").encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            mp4.unlink()
-            w, h = (int(v) for v in size.split("x"))
-            rows.append({"clip_id": clip_id, "caption": caption, "shard": tar_path.name, "fps": 24.0, "width": w,
-                         "height": h, "num_frames": 12, "motion_score": 1.5 + k})
-    pq.write_table(pa.Table.from_pylist(rows), root / "index" / "part-0.parquet")
+    part = shards.PartWriter(str(root), shards.part_name(0))
+    shards.ensure_layout(str(root))
+    w, h = (int(v) for v in size.split("x"))
+    for k, (clip_id, caption) in enumerate(captions.items()):
+        mp4 = root / f"{clip_id}.mp4"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=24:duration=0.5",
+             "-vf", f"hue=h={40 * k}", "-pix_fmt", "yuv420p", "-c:v", "libx264", str(mp4)],
+            check=True, stdin=subprocess.DEVNULL,
+        )
+        part.add(ClipRecord(clip_id=clip_id, caption=caption, fps=24.0, width=w, height=h, num_frames=12,
+                            motion_score=1.5 + k), mp4.read_bytes())
+        mp4.unlink()
+    part.commit()
     return root

@@ -10,6 +10,7 @@ import functools
 import time
 
 import pytest
+from caption_fixtures import enable_fake_num2words, sample_clips, tiny_model
 
 from caption import backends
 from caption.backends import (
@@ -22,11 +23,6 @@ from caption.backends import (
 )
 from caption.prompts import get_template
 from caption.sampling import sample_frames
-
-try:
-    from tests.caption_fixtures import enable_fake_num2words, one_torch_thread, sample_clips, tiny_model  # noqa: F401
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import enable_fake_num2words, one_torch_thread, sample_clips, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,7 +43,7 @@ def backend(request, monkeypatch):
     return _loaded[family]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sampled(name: str, n: int):
     return sample_frames(str(sample_clips()[name]), n=n, size=128, clip_id=name)
 

@@ -8,11 +8,6 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests.caption_fixtures import one_torch_thread  # noqa: F401
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import one_torch_thread  # noqa: F401
-
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from caption_fixtures import CLIP_FRAMES, sample_clips
 
 from caption.sampling import ClipFrames, sample_frame_indices, sample_frames
-
-try:
-    from tests.caption_fixtures import CLIP_FRAMES, sample_clips
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import CLIP_FRAMES, sample_clips
 
 # (num_frames, kwargs, expected indices)
 INDICES = [

@@ -12,17 +12,14 @@ import copy
 
 import numpy as np
 import pytest
+from caption_fixtures import CLIP_FRAMES, make_row, sample_clips, tiny_model
 
 from caption.backends import CaptionModelError
 from caption.prompts import PromptError, get_template, prompt_hash
 from caption.sampling import sample_frame_indices
 from caption.stage import FRAMES_KEY, FRAMES_META_KEY, CaptionPrepStage, CaptionStage, needs_caption
 from curate import schema
-
-try:
-    from tests.caption_fixtures import CLIP_FRAMES, make_row, one_torch_thread, sample_clips, tiny_model  # noqa: F401
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from caption_fixtures import CLIP_FRAMES, make_row, one_torch_thread, sample_clips, tiny_model  # noqa: F401
+from curate.stage import Resources
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -119,7 +116,7 @@ def test_prep_samples_frames_and_rejects_bad_clips():
     rows = _rows(("a3", "c125", "rot2")) + [_corrupt_row(), _rejected_row(), make_row(None, "no-bytes")]
     before_rejected = copy.deepcopy(rows[4])
     prep = CaptionPrepStage(num_frames=8, short_side=64)
-    assert prep.resources == {"num_cpus": 1, "num_gpus": 0}
+    assert prep.resources == Resources(cpus=1, gpus=0)
     out = prep(rows)
     assert [r["clip_id"] for r in out] == ["a3", "c125", "rot2", "corrupt", "early-reject", "no-bytes"]
     for row in out[:3]:
@@ -164,7 +161,7 @@ def test_full_stage_random_model_output_is_rejected_not_stored(family):
     model = tiny_model(family)
     rows = _prepared(("a3", "b25", "c125")) + [_rejected_row()]
     stage = CaptionStage(model, device="cpu", batch_size=2, max_new_tokens=8)
-    assert stage.resources == {"num_cpus": 1, "num_gpus": 0}
+    assert stage.resources == Resources(cpus=1, gpus=0)
     out = stage(rows)
     assert len(out) == 4
     for row in out[:3]:

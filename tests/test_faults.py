@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT
-from curate import shards, synthetic
+from curate import schema, shards, synthetic
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit
 from curate.probe import ProbeError, probe
 from pipelines.config import build_config
 from pipelines.curate import run_curate
-from pipelines.local_cluster import LocalCluster, kill, processes
+from pipelines.testing import LocalCluster, hostile_corpus, kill, processes
 
 OFFLINE = ["--motion-backend", "none", "--caption-model", "none"]
 
@@ -31,7 +31,7 @@ OFFLINE = ["--motion-backend", "none", "--caption-model", "none"]
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
-    return folder, synthetic.hostile_corpus(str(folder))
+    return folder, hostile_corpus(str(folder))
 
 
 def test_hostile_corpus_every_file_accounted_for(hostile, ray_local, tmp_path):
@@ -42,7 +42,7 @@ def test_hostile_corpus_every_file_accounted_for(hostile, ray_local, tmp_path):
     index, rejects = shards.read_index(str(out)).to_pylist(), shards.read_rejects(str(out)).to_pylist()
     outcomes: dict[str, set[str]] = {}
     for r in index + rejects:
-        outcomes.setdefault(os.path.basename(r["source"]), set()).add("ok" if r["status"] == "ok" else r["reject_reason"])
+        outcomes.setdefault(os.path.basename(schema.source_path(r)), set()).add("ok" if r["status"] == "ok" else r["reject_reason"])
     assert set(outcomes) == set(expect), set(expect) ^ set(outcomes)
     for name, want in expect.items():
         assert outcomes[name] and outcomes[name] <= want, (name, outcomes[name], want)
@@ -165,6 +165,7 @@ def _assert_nothing_partial(out: Path) -> None:
             pq.read_table(part)
 
 
+@pytest.mark.cluster
 def test_pipeline_runs_on_a_two_node_cluster(cluster, reference):
     # The cluster really has two nodes (the second with its own resource).
     script = (f"import ray; ray.init(address={cluster.address!r}); "
@@ -173,6 +174,7 @@ def test_pipeline_runs_on_a_two_node_cluster(cluster, reference):
     assert out.stdout.split()[-2:] == ["2", "1.0"], out.stderr[-2000:]
 
 
+@pytest.mark.cluster
 def test_killed_worker_loses_and_duplicates_nothing(cluster, cluster_inputs, reference, tmp_path):
     out = tmp_path / "out"
     proc = run_driver(cluster, cluster_inputs, out, wait=False)
@@ -191,6 +193,7 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, cluster_inputs, ref
     assert dataset(out) == reference
 
 
+@pytest.mark.cluster
 def test_sigkilled_driver_then_rerun_equals_a_clean_run(cluster, cluster_inputs, reference, tmp_path):
     out = tmp_path / "out"
     proc = run_driver(cluster, cluster_inputs, out, wait=False)
@@ -208,6 +211,7 @@ def test_sigkilled_driver_then_rerun_equals_a_clean_run(cluster, cluster_inputs,
     assert manifest["status"] == "complete"
 
 
+@pytest.mark.cluster
 def test_killed_node_loses_and_duplicates_nothing(cluster, cluster_inputs, reference, tmp_path):
     out = tmp_path / "out"
     proc = run_driver(cluster, cluster_inputs, out, wait=False)

@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from generate_fixtures import (
+    FAST,
+    official_movq_keys,
+    official_unet_keys,
+    save_text_encoder,
+    tiny_pipeline,
+    write_official_folder,
+)
 
 from generate import (
     CheckpointKeyError,
@@ -19,15 +27,6 @@ from generate import (
     save_component,
 )
 from generate.checkpoints import check_state_dict, load_checked
-
-try:
-    from generate_fixtures import (  # noqa: F401
-        FAST, official_movq_keys, official_unet_keys, one_thread, save_text_encoder, tiny_pipeline, write_official_folder,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.generate_fixtures import (  # noqa: F401
-        FAST, official_movq_keys, official_unet_keys, one_thread, save_text_encoder, tiny_pipeline, write_official_folder,
-    )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from generate_fixtures import official_movq_keys, official_unet_keys
 
 from generate import (
     InterpolationUNet3D,
@@ -18,11 +19,6 @@ from generate import (
 )
 from generate.layers import conv_over_frames
 from generate.pipeline import randomize_parameters_
-
-try:
-    from generate_fixtures import official_movq_keys, official_unet_keys, one_thread  # noqa: F401
-except ImportError:  # tests/ imported as a package
-    from tests.generate_fixtures import official_movq_keys, official_unet_keys, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,14 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from generate_fixtures import FAST, tiny_pipeline
 from PIL import Image
 
 from generate import KandinskyVideoPipeline, num_video_frames, prepare_image
-
-try:
-    from generate_fixtures import FAST, one_thread, tiny_pipeline  # noqa: F401
-except ImportError:  # tests/ imported as a package
-    from tests.generate_fixtures import FAST, one_thread, tiny_pipeline  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -130,6 +126,102 @@ def test_negative_prompt_is_used(pipe):
     a = pipe("a car", width=64, height=64, seed=0, **FAST).array
     b = pipe("a car", negative_prompt="rain at night", width=64, height=64, seed=0, **FAST).array
     assert not np.array_equal(a, b)
+
+
+def _first_call_outputs(module, run):
+    """Output of ``module``'s first forward during ``run()`` (the first denoising step)."""
+    outs = []
+    handle = module.register_forward_hook(lambda m, args, out: outs.append(out.detach().clone()))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return outs[0]
+
+
+@pytest.fixture(scope="module")
+def pipe64(pipe):
+    """The tiny pipeline in float64: equalities that hold up to rounding can be checked tightly."""
+    return copy.deepcopy(pipe).to(dtype=torch.float64)
+
+
+@pytest.mark.parametrize("negative_prompt", ["a blue dog running in the city at night in the rain", "rain"])
+def test_negative_prompt_leaves_the_conditional_branch_unchanged(pipe64, negative_prompt):
+    """A negative prompt replaces the unconditional text only: the conditional branch of every
+    stage predicts what it predicts without one, whether the negative prompt is longer (the
+    prompt's context is padded to share the batch) or shorter (the negative's is). In float64
+    the two agree to ~1e-14; zero padding (the previous behaviour) was off by ~5e-2."""
+    pipe = pipe64
+    prompt = pipe.encode_prompt("a red car on the beach").to(dtype=torch.float64)
+    negative = pipe.encode_prompt(negative_prompt).to(dtype=torch.float64)
+    assert negative.context.shape[1] != prompt.context.shape[1]
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    frames = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    stages = {  # stage -> (its U-Net, number of guidance branches, run it for one step)
+        "first frame": (pipe.unet, 2, lambda neg, g: pipe.generate_first_frame_latent(
+            prompt, neg, 64, 64, 5.0, 1, g, progress=False)),
+        "keyframes": (pipe.unet, 3, lambda neg, g: pipe.generate_keyframes(
+            latent, prompt, neg, 10.0, 20, 5.0, 2.0, 1, g, progress=False)),
+        "interpolation": (pipe.interpolation_unet, 2, lambda neg, g: pipe.interpolate(
+            frames, prompt, neg, 3, 0.5, 1, g, progress=False)),
+    }
+    for name, (unet, branches, run) in stages.items():
+        alone = _first_call_outputs(unet, lambda run=run: run(None, torch.Generator().manual_seed(0)))
+        with_negative = _first_call_outputs(unet, lambda run=run: run(negative, torch.Generator().manual_seed(0)))
+        cond_alone, cond_with = alone.chunk(branches)[0], with_negative.chunk(branches)[0]
+        torch.testing.assert_close(cond_with, cond_alone, rtol=0, atol=1e-9, msg=lambda m, name=name: f"{name}: {m}")
+        assert not torch.allclose(with_negative.chunk(branches)[-1], alone.chunk(branches)[-1])  # it is used
+
+    # and the negative branch is what the U-Net predicts for the negative prompt on its own
+    inputs = []
+    handle = pipe.unet.register_forward_hook(lambda m, args, out: inputs.append((args, out.detach().clone())))
+    try:
+        g = torch.Generator().manual_seed(0)
+        pipe.generate_first_frame_latent(prompt, negative, 64, 64, 5.0, 1, g, progress=False)
+    finally:
+        handle.remove()
+    (sample, t, _, _), out = inputs[0]
+    with torch.no_grad():
+        own = pipe.unet(sample.chunk(2)[1], t, negative.context, negative.mask)
+    torch.testing.assert_close(out.chunk(2)[1], own, rtol=0, atol=1e-9)
+
+
+def test_movqs_default_to_fp32_whatever_the_unet_dtype(pipe):
+    pipe = copy.deepcopy(pipe).to(dtype="bf16")
+    assert pipe.unet.dtype == pipe.interpolation_unet.dtype == torch.bfloat16
+    assert pipe.movq.dtype == pipe.video_movq.dtype == torch.float32  # bf16 decoding: 1-2 % RMS error
+    pipe.to(dtype="bf16", movq_dtype="bf16")
+    assert pipe.movq.dtype == pipe.video_movq.dtype == torch.bfloat16
+
+
+def test_official_precision_autocasts_the_unets_only(pipe):
+    """``use_official_precision``: fp16 U-Nets under fp16 autocast, text encoder and MoVQs in fp32
+    outside autocast, as the official pipeline runs."""
+    pipe = copy.deepcopy(pipe).use_official_precision()
+    assert pipe.unet.dtype == pipe.interpolation_unet.dtype == torch.float16
+    assert pipe.movq.dtype == pipe.video_movq.dtype == pipe.text_encoder.dtype == torch.float32
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):  # returns None: the output is kept
+            seen.setdefault(name, (torch.is_autocast_enabled("cpu"), out.dtype))
+        return hook
+
+    hooks = [pipe.unet.register_forward_hook(record("unet")),
+             pipe.interpolation_unet.register_forward_hook(record("interpolation")),
+             pipe.video_movq.decoder.register_forward_hook(record("video decoder"))]
+    embeds, g = pipe.encode_prompt("a red car"), torch.Generator().manual_seed(0)
+    try:  # one step of each stage (fp16 is slow on CPU)
+        keyframes = pipe.generate_keyframes(torch.randn(1, 4, 8, 8), embeds, None, 10.0, 20, 5.0, 2.0, 1, g, False)
+        video = pipe.interpolate(keyframes[:2], embeds, None, 3, 0.5, 1, g, progress=False)
+        frames = pipe.decode(video, progress=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen["unet"] == (True, torch.float16) and seen["interpolation"] == (True, torch.float16)
+    assert seen["video decoder"] == (False, torch.float32)
+    assert keyframes.dtype == video.dtype == torch.float32  # guidance and sampler maths stay fp32
+    assert frames.shape == (5, 64, 64, 3)
 
 
 def test_motion_levels_file_and_names(pipe, tmp_path):

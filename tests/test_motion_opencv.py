@@ -7,14 +7,10 @@ import os
 
 import numpy as np
 import pytest
+from motion_fixtures import encode, texture, translating_frames
 
 from curate.ffmpeg import FFmpegError
 from motion import MotionError, compute_motion, get_backend, num_pairs, score_video, stats_from_flow
-
-try:
-    from motion_fixtures import encode, texture, translating_frames
-except ImportError:  # tests/ imported as a package
-    from tests.motion_fixtures import encode, texture, translating_frames
 
 SPEEDS = (0, 1, 2, 4, 8)
 FRAMES = 9  # 8 pairs per video

@@ -12,13 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
+from motion_fixtures import encode_bytes, translating_frames
+
 from motion import MotionStage, MotionWeightsError, compute_motion, get_backend  # noqa: E402
 from motion import raft as raft_mod  # noqa: E402
-
-try:
-    from motion_fixtures import encode_bytes, translating_frames
-except ImportError:  # tests/ imported as a package
-    from tests.motion_fixtures import encode_bytes, translating_frames
 
 SIZE = 128  # RAFT's minimum input; the smallest size that exercises the real model
 UPDATES = 2
@@ -80,7 +77,7 @@ def test_stage_batches_pairs_across_clips(variant):
     clip_a = encode_bytes(translating_frames(4, 2, 0, height=SIZE, width=SIZE), lossless=True, suffix=".mkv")
     clip_b = encode_bytes(translating_frames(6, 0, 3, height=SIZE, width=SIZE, seed=1), lossless=True, suffix=".mkv")
     stage = MotionStage(backend=variant, size=SIZE, batch_size=4, device="cpu", weights=None, num_flow_updates=UPDATES)
-    assert stage.num_gpus == 0 and stage.resources["num_gpus"] == 0
+    assert stage.num_gpus == 0 and stage.resources.gpus == 0
     stage.setup()
     calls = []
     orig = stage.backend.pair_stats

@@ -6,14 +6,11 @@ import copy
 
 import numpy as np
 import pytest
+from motion_fixtures import encode_bytes, translating_frames
 
 from curate import schema
-from motion import MotionStage, score_video, get_backend
-
-try:
-    from motion_fixtures import encode_bytes, translating_frames
-except ImportError:  # tests/ imported as a package
-    from tests.motion_fixtures import encode_bytes, translating_frames
+from curate.stage import Resources
+from motion import MotionStage, get_backend, score_video
 
 
 def _row(clip_id: str, mp4, **kw) -> dict:
@@ -151,7 +148,7 @@ def test_stage_options_are_validated():
     with pytest.raises(ValueError, match="preset"):
         MotionStage(backend="dis", dis_preset="turbo").setup()
     s = MotionStage(backend="farneback", batch_size=8)
-    assert s.batch_size == 8 and s.resources == {"num_cpus": 1.0, "num_gpus": 0}
+    assert s.batch_size == 8 and s.resources == Resources(cpus=1.0, gpus=0)
 
 
 def test_stage_pickles_without_its_model_and_motion_imports_no_torch():

@@ -14,7 +14,8 @@ import pytest
 from conftest import CUT_SCENES, ROOT
 from curate import shards
 from pipelines.config import ConfigError, build_config
-from pipelines.curate import expand_inputs, run_curate
+from pipelines.curate import run_curate
+from pipelines.inputs import expand_inputs
 
 OFFLINE = {"motion_backend": "none", "caption_model": "none"}
 

@@ -14,7 +14,8 @@ from fsspec.implementations.local import LocalFileSystem
 from curate import remote, schema, shards
 from curate.stages import CurateParams, plan_source
 from pipelines.config import build_config
-from pipelines.curate import InputError, expand_inputs, run_curate
+from pipelines.curate import run_curate
+from pipelines.inputs import InputError, expand_inputs
 
 
 @pytest.fixture

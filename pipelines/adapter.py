@@ -1,0 +1,62 @@
+"""The one adapter from a stage (``curate/stage.py``) to Ray Data.
+
+Ray gets exactly what the stage declares: its CPUs, GPUs and memory per worker, its batch
+size, and an actor pool of ``stage.workers`` actors when it is stateful (a model loaded once
+per actor in ``setup()``), else tasks. The actor class is made per stage with the stage
+inside it, so no constructor arguments go through the object store.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from curate.stage import Stage
+from pipelines import rows as R
+
+log = logging.getLogger("kvid")
+
+
+def ray_args(stage: Stage) -> dict[str, Any]:
+    """The Ray resource arguments of one worker of ``stage``."""
+    res = stage.resources
+    args: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus}
+    if res.memory_bytes:
+        args["memory"] = res.memory_bytes
+    return args
+
+
+def _run(stage: Stage, batch) -> dict[str, list]:
+    rows = R.batch_to_dicts(batch)
+    out = stage.process(rows)
+    rejected = sum(1 for r in out if r.get("status") == "rejected" and r.get("reject_stage") == stage.name)
+    log.debug("%s: %d rows in, %d out, %d rejected here", stage.name, len(rows), len(out), rejected)
+    return R.dicts_to_batch(out)
+
+
+def _run_task(batch, stage: Stage) -> dict[str, list]:
+    return _run(stage, batch)
+
+
+class _StageActor:
+    """One long-lived worker of a stateful stage: ``setup()`` once, then batches."""
+
+    stage: Stage  # set on the subclass made by ``add_stage``
+
+    def __init__(self):
+        self.stage.setup()
+
+    def __call__(self, batch) -> dict[str, list]:
+        return _run(self.stage, batch)
+
+
+def add_stage(ds, stage: Stage, concurrency: int | None = None):
+    """``ds`` with ``stage`` applied; ``concurrency`` caps the parallel tasks of a stateless stage."""
+    import ray
+
+    common = {"batch_size": stage.batch_size, "batch_format": "pyarrow", **ray_args(stage)}
+    if stage.stateful:
+        actor = type(f"{type(stage).__name__}Actor", (_StageActor,), {"stage": stage})
+        return ds.map_batches(actor, compute=ray.data.ActorPoolStrategy(size=stage.workers or 1), **common)
+    compute = ray.data.TaskPoolStrategy(size=concurrency) if concurrency else None
+    return ds.map_batches(_run_task, fn_kwargs={"stage": stage}, compute=compute, **common)
