@@ -21,14 +21,14 @@ from curate.analyze import AnalysisParams
 from curate.borders import BorderParams
 from curate.filters import FilterParams
 from curate.flatness import FlatParams
-from curate.scene_filters import SceneFilterParams
-from curate.stillness import StillParams
-from curate.text_area import TextParams
-from curate.transitions import TransitionParams
 from curate.remote import InputCache, is_uri
+from curate.scene_filters import SceneFilterParams
 from curate.shards import ShardWriter
 from curate.stages import CurateParams
+from curate.stillness import StillParams
+from curate.text_area import TextParams
 from curate.transcode import TranscodeParams
+from curate.transitions import TransitionParams
 from motion.backends import ALIASES as MOTION_ALIASES
 from motion.backends import BACKENDS as FLOW_BACKENDS
 from motion.backends import canonical_backend_name
@@ -45,7 +45,8 @@ OUTPUT_FIELDS = (
     "min_side", "min_fps", "max_fps", "max_side", "fps", "max_short_side", "codec", "crf",
     "preset", "chunk_s", "reject_decode_errors",
     "transitions", "transition_threshold", "transition_extend_threshold", "static_filter", "frozen_diff",
-    "min_frozen_run", "max_frozen_fraction", "min_mean_diff", "flat_filter", "min_luma_spread", "min_colour_spread", "text_filter", "max_text_area", "text_frames",
+    "min_frozen_run", "max_frozen_fraction", "min_mean_diff", "flat_filter", "min_luma_spread", "min_colour_spread",
+    "text_filter", "max_text_area", "text_frames",
 )
 # Fields that decide the units of the motion scores (which flow method, at which size).
 # Scores of two backends or sizes are not comparable, so resuming with others is refused too.
