@@ -10,8 +10,9 @@ kept or rejected, under the filter's name as prefix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from curate import flatness, stillness, text_area
 from curate.filters import Rejection

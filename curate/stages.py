@@ -22,9 +22,8 @@ from curate.remote import InputCache, source_name, staged
 from curate.scene_filters import check_stats
 from curate.schema import ClipRecord
 from curate.stage import Resources, Row, Stage
-from curate.version import KVID_VERSION
 from curate.transcode import TranscodeParams, output_frames, output_size, transcode_scene
-
+from curate.version import KVID_VERSION
 
 
 @dataclass(frozen=True)

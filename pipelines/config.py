@@ -22,14 +22,14 @@ from curate.borders import BorderParams
 from curate.dedup import MatchParams
 from curate.filters import FilterParams
 from curate.flatness import FlatParams
-from curate.scene_filters import SceneFilterParams
-from curate.stillness import StillParams
-from curate.text_area import TextParams
-from curate.transitions import TransitionParams
 from curate.remote import InputCache, is_uri
+from curate.scene_filters import SceneFilterParams
 from curate.shards import ShardWriter
 from curate.stages import CurateParams
+from curate.stillness import StillParams
+from curate.text_area import TextParams
 from curate.transcode import TranscodeParams
+from curate.transitions import TransitionParams
 from motion.backends import ALIASES as MOTION_ALIASES
 from motion.backends import BACKENDS as FLOW_BACKENDS
 from motion.backends import canonical_backend_name
@@ -46,7 +46,8 @@ OUTPUT_FIELDS = (
     "min_side", "min_fps", "max_fps", "max_side", "fps", "max_short_side", "codec", "crf",
     "preset", "chunk_s", "reject_decode_errors",
     "transitions", "transition_threshold", "transition_extend_threshold", "static_filter", "frozen_diff",
-    "min_frozen_run", "max_frozen_fraction", "min_mean_diff", "flat_filter", "min_luma_spread", "min_colour_spread", "text_filter", "max_text_area", "text_frames",
+    "min_frozen_run", "max_frozen_fraction", "min_mean_diff", "flat_filter", "min_luma_spread", "min_colour_spread",
+    "text_filter", "max_text_area", "text_frames",
 )
 # Fields that decide the units of the motion scores (which flow method, at which size).
 # Scores of two backends or sizes are not comparable, so resuming with others is refused too.
@@ -99,44 +100,44 @@ class CurateConfig(BaseModel):
     # Per-scene filters of the analysis decode (curate/scene_filters.py): statistics on every
     # scene row (scene_stats), decided before any encode; defaults live in their dataclasses.
     transitions: bool = Field(
-        AnalysisParams.transitions,
+        default(AnalysisParams, "transitions"),
         description="with a PySceneDetect detector, also find fades/dissolves/wipes with TransNetV2; their frames go to no clip",
     )
     transition_threshold: float = Field(
-        TransitionParams.threshold, gt=0, lt=1, description="TransNetV2 probability above which a frame is part of a transition"
+        default(TransitionParams, "threshold"), gt=0, lt=1, description="TransNetV2 probability above which a frame is part of a transition"
     )
     transition_extend_threshold: float = Field(
-        TransitionParams.extend_threshold, gt=0, lt=1,
+        default(TransitionParams, "extend_threshold"), gt=0, lt=1,
         description="a transition extends over neighbouring frames above this probability (faint fade frames)",
     )
-    transnet_device: str = Field(TransitionParams.device, description="TransNetV2 device: auto, cpu, cuda or cuda:N")
-    static_filter: bool = Field(StillParams.enabled, description="reject static scenes (a still image, a frozen video)")
+    transnet_device: str = Field(default(TransitionParams, "device"), description="TransNetV2 device: auto, cpu, cuda or cuda:N")
+    static_filter: bool = Field(default(StillParams, "enabled"), description="reject static scenes (a still image, a frozen video)")
     frozen_diff: float = Field(
-        StillParams.frozen_diff, ge=0, description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen"
+        default(StillParams, "frozen_diff"), ge=0, description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen"
     )
     min_frozen_run: int = Field(
-        StillParams.min_frozen_run, ge=1, description="consecutive near-identical frames that count as a freeze"
+        default(StillParams, "min_frozen_run"), ge=1, description="consecutive near-identical frames that count as a freeze"
     )
     max_frozen_fraction: float = Field(
-        StillParams.max_frozen_fraction, ge=0, le=1, description="reject a scene with more of its frames frozen"
+        default(StillParams, "max_frozen_fraction"), ge=0, le=1, description="reject a scene with more of its frames frozen"
     )
     min_mean_diff: float = Field(
-        StillParams.min_mean_diff, ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
+        default(StillParams, "min_mean_diff"), ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
     )
-    flat_filter: bool = Field(FlatParams.enabled, description="reject flat scenes (one colour, grey fields, sparse title cards)")
+    flat_filter: bool = Field(default(FlatParams, "enabled"), description="reject flat scenes (one colour, grey fields, sparse title cards)")
     min_luma_spread: float = Field(
-        FlatParams.min_luma_spread, ge=0, description="flat when the 5-95 percentile luma range (0-255) is under this ..."
+        default(FlatParams, "min_luma_spread"), ge=0, description="flat when the 5-95 percentile luma range (0-255) is under this ..."
     )
     min_colour_spread: float = Field(
-        FlatParams.min_colour_spread, ge=0, description="... and the chroma standard deviation is under this"
+        default(FlatParams, "min_colour_spread"), ge=0, description="... and the chroma standard deviation is under this"
     )
     text_filter: bool = Field(
-        TextParams.enabled, description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept"
+        default(TextParams, "enabled"), description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept"
     )
     max_text_area: float = Field(
-        TextParams.max_text_area, ge=0, le=1, description="reject scenes whose detected text covers more of the picture"
+        default(TextParams, "max_text_area"), ge=0, le=1, description="reject scenes whose detected text covers more of the picture"
     )
-    text_frames: int = Field(TextParams.frames, ge=1, description="frames per scene measured for text")
+    text_frames: int = Field(default(TextParams, "frames"), ge=1, description="frames per scene measured for text")
 
     # Black borders.
     crop_borders: bool = Field(default(AnalysisParams, "borders"), description="detect and crop letterbox/pillarbox bars")
@@ -243,23 +244,7 @@ class CurateConfig(BaseModel):
     def _check(self) -> "CurateConfig":
         if self.max_fps <= self.min_fps:
             raise ValueError("max_fps must be above min_fps")
-        self._check_filter_models()
         return self
-
-    def _check_filter_models(self) -> None:
-        """A filter whose model is not installed stops the run at start, with the fix."""
-        import importlib.util
-
-        if self.scene_detector == "transnetv2" or self.transitions:
-            from curate.transitions import TransitionModelError, weights_path
-
-            try:
-                weights_path()
-            except TransitionModelError as e:
-                raise ValueError(str(e)) from e
-        if self.text_filter and importlib.util.find_spec("rapidocr_onnxruntime") is None:
-            raise ValueError("the text filter needs rapidocr_onnxruntime: pip install rapidocr_onnxruntime onnxruntime, "
-                             "or turn it off with --no-text-filter")
 
     @property
     def motion_enabled(self) -> bool:

@@ -28,6 +28,12 @@ def make_samples(folder: str) -> dict[str, str]:
     if not os.path.exists(p("too_short.mp4")):
         synthetic.plain_video(p("too_short.mp4"), duration_s=1.5, fps=25, source="mandelbrot")
     expect["too_short.mp4"] = "rejected: too_short (1.5 s)"
+    if not os.path.exists(p("grey.mp4")):
+        synthetic.colour_video(p("grey.mp4"), "gray", duration_s=3, size=(640, 360))
+    expect["grey.mp4"] = "rejected: flat (one grey field), before any encode"
+    if not os.path.exists(p("still.mp4")):
+        synthetic.frozen_video(p("still.mp4"), 0, 3, size=(640, 360))
+    expect["still.mp4"] = "rejected: static (a still image encoded as video), before any encode"
     synthetic.random_bytes_file(p("corrupt.mp4"), size=100_000)
     expect["corrupt.mp4"] = "rejected: not_video (random bytes)"
     return expect

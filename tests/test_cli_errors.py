@@ -68,7 +68,7 @@ def test_literal_flag_lists_its_choices(tmp_path):
     assert all(f"'{b}'" in err for b in ("raft", "raft_small", "dis", "farneback", "none"))
     help_text = subprocess.run([sys.executable, "-m", "pipelines.cli", "curate", "--help"], cwd=tmp_path,
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True).stdout
-    assert "--scene-detector {content,adaptive}" in help_text
+    assert "--scene-detector {content,adaptive,transnetv2}" in help_text
     assert "--motion-backend {none,raft,raft_large,raft_small,dis,farneback}" in help_text
 
 
@@ -91,7 +91,7 @@ def test_yaml_key_spelled_with_dashes_or_typo_names_the_key(tmp_path):
     err = kvid_fails("curate", "x.mp4", "--out", "o", "--config", str(cfg), cwd=tmp_path)
     assert "motion-backend: unknown key; did you mean motion_backend?" in err
     assert "min_fsp: unknown key; did you mean min_fps?" in err
-    assert "scene_detector (--scene-detector)" in err and "'content' or 'adaptive'" in err
+    assert "scene_detector (--scene-detector)" in err and "'content', 'adaptive' or 'transnetv2'" in err
 
 
 def test_yaml_inputs_are_used(tmp_path):
