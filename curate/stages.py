@@ -257,6 +257,7 @@ def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> 
 
 PLAN_MEMORY = 64 * 2**20
 ANALYZE_MEMORY = 256 * 2**20  # one decode: small BGR frames, luma samples, per-frame statistics
+TRANSNET_MEMORY = 512 * 2**20  # added to an analysis that runs TransNetV2
 TRANSCODE_MEMORY = 768 * 2**20  # one decode + one x264 encode, up to 1080p
 
 
@@ -287,6 +288,8 @@ class AnalyzeStage(Stage):
 
     def __init__(self, params: CurateParams):
         self.params = params
+        if params.analysis.uses_transnet:  # TransNetV2: torch, the model and 48x27 copies of every frame
+            self.resources = Resources(cpus=1, memory_bytes=ANALYZE_MEMORY + TRANSNET_MEMORY)
 
     def process(self, rows: list[Row]) -> list[Row]:
         out: list[Row] = []
