@@ -214,6 +214,35 @@ def machine(args) -> dict:
     }
 
 
+def summarize(runs: dict[str, list[dict]], modes: list[str]) -> tuple[dict, dict]:
+    """Medians per mode/contender, and slowdown ratios against kvid (of medians, and per round)."""
+    summary = {}
+    for key, rs in runs.items():
+        s = rs[-1]["score"]
+        summary[key] = {
+            "wall_s_median": statistics.median(r["wall_s"] for r in rs),
+            "wall_s": [round(r["wall_s"], 2) for r in rs],
+            "rc": [r["rc"] for r in rs],
+            **{k: s[k] for k in ("clips", "seconds", "clips_with_transition", "clips_clean", "bad_clips_kept",
+                                 "scene_seconds_kept_fraction")},
+            "clips_static": s["clips_by_label"]["static"], "clips_flat": s["clips_by_label"]["flat"],
+            "clips_text": s["clips_by_label"]["text"],
+        }
+    ratios = {}
+    for mode in modes:
+        kv = runs.get(f"{mode}/kvid") or runs.get("equal/kvid")
+        for c in ("naive", "v2d"):
+            other = runs.get(f"{mode}/{c}")
+            if not kv or not other:
+                continue
+            per_round = [o["wall_s"] / k["wall_s"] for o, k in zip(other, kv, strict=False)]
+            ratios[f"{mode}/{c}_over_kvid"] = {
+                "of_medians": statistics.median(o["wall_s"] for o in other)
+                / statistics.median(k["wall_s"] for k in kv),
+                "median_per_round": statistics.median(per_round), "per_round": [round(x, 3) for x in per_round]}
+    return summary, ratios
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kvid-root", type=Path, default=ROOT, help="kvid tree to run (PYTHONPATH and cwd)")
@@ -267,6 +296,23 @@ def main() -> None:
     print(f"corpus: {len(inputs)} files, {seconds_in:.1f} s; equal settings {equal}; kvid defaults {defaults}")
 
     runs: dict[str, list[dict]] = {}
+
+    def save(complete: bool) -> None:
+        """Rewrite the JSON after every run too, so that a run cut short keeps what it measured."""
+        if not args.save:
+            return
+        summary, ratios = summarize(runs, modes)
+        result = {"meta": {**meta, "load_avg_now": os.getloadavg()}, "complete": complete,
+                  "settings": {"equal": equal, "kvid_defaults": defaults, "fps": args.fps,
+                               "min_duration_s": args.min_duration_s, "rounds": args.rounds,
+                               "v2d_processes": args.v2d_processes},
+                  "corpus": {"files": len(inputs), "seconds": round(seconds_in, 2), "ground_truth": truth["files"]},
+                  "summary": summary, "ratios": ratios, "runs": runs}
+        args.save_as.parent.mkdir(parents=True, exist_ok=True)
+        args.save_as.write_text(json.dumps(result, indent=2))
+        if complete:
+            print(f"saved {args.save_as}")
+
     for rnd in range(args.rounds):
         order = jobs[rnd % len(jobs):] + jobs[:rnd % len(jobs)]  # rotate so no contender always goes first
         for mode, c in order:
@@ -284,31 +330,9 @@ def main() -> None:
             print(f"  round {rnd} {mode:<8} {c:<6} {r['wall_s']:7.1f} s  rc {r['rc']}  {score['clips']} clips  "
                   f"{score['seconds']:.1f} s out  load {load:.1f}", flush=True)
             shutil.rmtree(out, ignore_errors=True)  # outputs are not kept (disk); logs are
+            save(complete=False)
 
-    summary = {}
-    for key, rs in runs.items():
-        s = rs[-1]["score"]
-        summary[key] = {
-            "wall_s_median": statistics.median(r["wall_s"] for r in rs),
-            "wall_s": [round(r["wall_s"], 2) for r in rs],
-            "rc": [r["rc"] for r in rs],
-            **{k: s[k] for k in ("clips", "seconds", "clips_with_transition", "clips_clean", "bad_clips_kept",
-                                 "scene_seconds_kept_fraction")},
-            "clips_static": s["clips_by_label"]["static"], "clips_flat": s["clips_by_label"]["flat"],
-            "clips_text": s["clips_by_label"]["text"],
-        }
-    ratios = {}
-    for mode in modes:
-        kv = runs.get(f"{mode}/kvid") or runs.get("equal/kvid")
-        for c in ("naive", "v2d"):
-            other = runs.get(f"{mode}/{c}")
-            if not kv or not other:
-                continue
-            per_round = [o["wall_s"] / k["wall_s"] for o, k in zip(other, kv, strict=False)]
-            ratios[f"{mode}/{c}_over_kvid"] = {
-                "of_medians": statistics.median(o["wall_s"] for o in other)
-                / statistics.median(k["wall_s"] for k in kv),
-                "median_per_round": statistics.median(per_round), "per_round": [round(x, 3) for x in per_round]}
+    summary, ratios = summarize(runs, modes)
     meta["load_avg_end"] = os.getloadavg()
 
     print(f"\n{'mode/contender':<16}{'wall s':>8}{'clips':>6}{'s out':>7}{'trans':>6}{'static':>7}{'flat':>5}"
@@ -324,15 +348,8 @@ def main() -> None:
     print(f"machine: {meta['host']} ({meta['cpus']} CPUs), load average {meta['load_avg_start'][0]:.1f} -> "
           f"{meta['load_avg_end'][0]:.1f}; kvid {meta['kvid_commit']}")
     print("goal (issue 13): naive/kvid >= 2 and v2d/kvid > 1 at equal settings, with fewer bad clips")
-    if args.save:
-        result = {"meta": meta, "settings": {"equal": equal, "kvid_defaults": defaults, "fps": args.fps,
-                                             "min_duration_s": args.min_duration_s, "rounds": args.rounds,
-                                             "v2d_processes": args.v2d_processes},
-                  "corpus": {"files": len(inputs), "seconds": round(seconds_in, 2), "ground_truth": truth["files"]},
-                  "summary": summary, "ratios": ratios, "runs": runs}
-        args.save_as.parent.mkdir(parents=True, exist_ok=True)
-        args.save_as.write_text(json.dumps(result, indent=2))
-        print(f"saved {args.save_as}")
+    save(complete=True)
+
 
 
 if __name__ == "__main__":
