@@ -113,7 +113,7 @@ def run_kvid(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
 def run_naive(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
     scenedetect = args.scenedetect
     log = out.parent / f"{out.name}.log"
-    clips, post_n = [], 0
+    clips, split_s, post_s = [], 0.0, 0.0
     t0 = time.perf_counter()
     rc = 0
     for src in inputs:
@@ -121,7 +121,8 @@ def run_naive(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
         d.mkdir(parents=True, exist_ok=True)
         split = ["split-video", "-q"] + (["--rate-factor", str(enc["crf"]), "--preset", enc["preset"]] if enc else [])
         detect = [scenedetect, "-q", "-i", src, "-o", str(d), "detect-content", "list-scenes", "-q", "-s"]
-        _, r = _timed([*detect, *split], log)
+        t, r = _timed([*detect, *split], log)
+        split_s += t
         if r != 0:
             rc = r  # the tool gives up on some inputs; the script goes on with the next
             continue
@@ -142,12 +143,12 @@ def run_naive(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
             start, end = float(scene["Start Time (seconds)"]), float(scene["End Time (seconds)"])
             if end - start < args.min_duration_s:
                 continue
-            _, r = _timed(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-vf", vf, "-an", *codec,
+            t, r = _timed(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-vf", vf, "-an", *codec,
                            "-pix_fmt", "yuv420p", "-y", str(d / f"post-{clip.name}")], log)
+            post_s += t
             if r == 0:
                 clips.append({"source": src, "start_s": start, "end_s": end})
-                post_n += 1
-    return {"wall_s": time.perf_counter() - t0, "rc": rc, "clips": clips}
+    return {"wall_s": time.perf_counter() - t0, "rc": rc, "clips": clips, "split_s": split_s, "post_s": post_s}
 
 
 def run_v2d(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
