@@ -175,7 +175,12 @@ def run_v2d(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
                 (s, e), = meta["clips"]
                 clips.append({"source": meta["url"], "start_s": float(s), "end_s": float(e)})
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"wall_s": wall, "rc": rc, "clips": clips}
+    import pyarrow.parquet as pq
+
+    samples = [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    failed = [{"url": r.get("url"), "status": r.get("status"), "error": r.get("error_message")}
+              for r in samples if r.get("status") != "success"]
+    return {"wall_s": wall, "rc": rc, "clips": clips, "failed_samples": failed}
 
 
 RUNNERS = {"kvid": run_kvid, "naive": run_naive, "v2d": run_v2d}
@@ -325,8 +330,9 @@ def main() -> None:
             enc = equal if mode == "equal" else None
             load = os.getloadavg()[0]
             r = RUNNERS[c](inputs, out, enc, args)
-            score = score_clips(truth, r.pop("clips"))
+            score = score_clips(truth, r["clips"])
             r.update(score=score, round=rnd, load_avg_1m_before=load)
+            r["clips"] = [{**c, "source": Path(c["source"]).stem} for c in r["clips"]]
             runs.setdefault(f"{mode}/{c}", []).append(r)
             print(f"  round {rnd} {mode:<8} {c:<6} {r['wall_s']:7.1f} s  rc {r['rc']}  {score['clips']} clips  "
                   f"{score['seconds']:.1f} s out  load {load:.1f}", flush=True)
