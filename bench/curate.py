@@ -75,7 +75,10 @@ def floor_time(inputs: list[Path], out: Path, params: TranscodeParams, scratch: 
     for row in shards.read_index(str(out)).to_pylist():
         raw = scratch / f"{row['clip_id']}.yuv"
         with as_file(shards.read_clip_bytes(str(out), row)) as clip:
-            subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", clip, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y", str(raw)], check=True)
+            subprocess.run(
+                ["ffmpeg", "-nostdin", "-v", "error", "-i", clip, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y", str(raw)],
+                check=True,
+            )
         encode += timed([
             "ffmpeg", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
             "-s", f"{row['width']}x{row['height']}", "-r", str(params.fps), "-i", str(raw),
@@ -106,7 +109,8 @@ def naive_time(inputs: list[Path], out: Path, params: TranscodeParams, scratch: 
         if not files:
             continue
         f = files[min(row["scene_index"] or 0, len(files) - 1)]
-        vf = f"crop={row['crop_w']}:{row['crop_h']}:{row['crop_x']}:{row['crop_y']},fps={params.fps},scale={row['width']}:{row['height']}"
+        crop = f"crop={row['crop_w']}:{row['crop_h']}:{row['crop_x']}:{row['crop_y']}"
+        vf = f"{crop},fps={params.fps},scale={row['width']}:{row['height']}"
         post += timed([
             "ffmpeg", "-nostdin", "-v", "error", "-i", str(f), "-vf", vf, "-an",
             "-c:v", params.codec, "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
@@ -121,7 +125,9 @@ def main() -> None:
                     help="length of the synthetic 720p input (fixed costs such as Ray's start weigh less on longer input)")
     ap.add_argument("--workers", type=int, default=None, help="kvid --workers (default: one per CPU)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "out"), help="scratch folder (inputs are cached here)")
-    ap.add_argument("--save", action="store_true", help="write bench/results/curate-<host>[-<N>s].json (suffix when --long-seconds is not 60)")
+    ap.add_argument(
+        "--save", action="store_true", help="write bench/results/curate-<host>[-<N>s].json (suffix when --long-seconds is not 60)"
+    )
     args = ap.parse_args()
 
     work = Path(args.work)
@@ -140,7 +146,17 @@ def main() -> None:
             results[name] = {
                 "inputs": len(subset),
                 "clips": index.num_rows,
-                "seconds_in": sum(float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(p)], capture_output=True, text=True).stdout or 0) for p in subset),
+                "seconds_in": sum(
+                    float(
+                        subprocess.run(
+                            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(p)],
+                            capture_output=True,
+                            text=True,
+                        ).stdout
+                        or 0
+                    )
+                    for p in subset
+                ),
                 "kvid_cold_s": wall,
                 "kvid_pipeline_s": run["wall_s"] - run.get("ray_start_s", 0.0),
                 "floor": floor,
@@ -161,7 +177,11 @@ def main() -> None:
         suffix = "" if args.long_seconds == 60.0 else f"-{args.long_seconds:g}s"
         dest = ROOT / "bench" / "results" / f"curate-{platform.node() or 'host'}{suffix}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(), "platform": platform.platform()}
+        meta = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        }
         dest.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
         print(f"saved {dest}")
 

@@ -51,7 +51,9 @@ def synthetic_frames(num_frames: int, short: int, speed: int = 3, seed: int = 0)
         n = cv2.GaussianBlur(rng.standard_normal((h, big_w, 3)).astype(np.float32), (0, 0), sigma)
         acc += weight * n / (n.std() + 1e-6)
     tex = np.clip(128 + 45 * (acc - acc.mean()) / (acc.std() + 1e-6), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.stack([tex[:, speed * (num_frames - t) : speed * (num_frames - t) + w] for t in range(num_frames)]))
+    return np.ascontiguousarray(
+        np.stack([tex[:, speed * (num_frames - t) : speed * (num_frames - t) + w] for t in range(num_frames)])
+    )
 
 
 def video_frames(path: str, num_frames: int, short: int) -> np.ndarray:
@@ -180,7 +182,11 @@ def device_info(device: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--backends", default=None, help="comma list (default: dis,farneback,raft_small,raft_large on CPU; raft_large,raft_small on CUDA)")
+    p.add_argument(
+        "--backends",
+        default=None,
+        help="comma list (default: dis,farneback,raft_small,raft_large on CPU; raft_large,raft_small on CUDA)",
+    )
     p.add_argument("--sizes", default="256,512", help="short sides in px (default 256,512)")
     p.add_argument("--dtypes", default=None, help="RAFT dtypes (default fp32 on CPU; fp32,bf16 on CUDA)")
     p.add_argument("--batch-sizes", default=None, help="RAFT batch sizes (default 1,4,16 on CPU; 1,2,4,8,16,32,64 on CUDA)")

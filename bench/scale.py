@@ -138,7 +138,11 @@ def main() -> None:
     if args.save:
         dest = ROOT / "bench" / "results" / f"scale-{platform.node() or 'host'}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(), "platform": platform.platform()}
+        meta = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        }
         dest.write_text(json.dumps({"meta": meta, **result}, indent=2))
         print(f"saved {dest}")
 

@@ -55,7 +55,10 @@ _BOILERPLATE = [
     # "The video shows", "This short clip depicts that", "The footage begins with"
     re.compile(rf"^(?:the|this|a|an)\s+{_FILLER}{_MEDIUM}(?:\s+clip)?\s+{_VERB}\s*(?:that|how)?\s*[:,]?\s*", re.I),
     # "In this video, we see", "Throughout the clip,", "In the footage there is"
-    re.compile(rf"^(?:in|throughout|within)\s+(?:the|this)\s+{_FILLER}{_MEDIUM}\s*,?\s*(?:we\s+(?:can\s+)?see|you\s+can\s+see|there\s+(?:is|are)|it\s+shows)?\s*[:,]?\s*", re.I),
+    re.compile(
+        rf"^(?:in|throughout|within)\s+(?:the|this)\s+{_FILLER}{_MEDIUM}\s*,?\s*(?:we\s+(?:can\s+)?see|you\s+can\s+see|there\s+(?:is|are)|it\s+shows)?\s*[:,]?\s*",
+        re.I,
+    ),
     # "The video is a close-up of ..." -> "A close-up of ..."
     re.compile(rf"^(?:the|this)\s+{_MEDIUM}\s+is\s+(?=(?:a|an)\s)", re.I),
     # "We see a man ...", "You can see ...", "Here we see ..."

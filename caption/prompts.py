@@ -67,7 +67,9 @@ def validate_template(text: str) -> tuple[str, ...]:
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as e:
-        raise PromptError(f"caption prompt template has unbalanced braces ({e}); write a literal brace as '{{{{' or '}}}}'") from e
+        raise PromptError(
+            f"caption prompt template has unbalanced braces ({e}); write a literal brace as '{{{{' or '}}}}'"
+        ) from e
     for _, field_name, format_spec, conversion in parsed:
         if field_name is None:
             continue

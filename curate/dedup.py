@@ -313,7 +313,11 @@ class DedupIndex:
 
     def _signature(self, i: int) -> Signature:
         sig = self.sigs[i]
-        return sig if sig is not None else self.load(i)
+        if sig is not None:
+            return sig
+        if self.load is None:
+            raise ValueError(f"clip {self.ids[i]}: its signature was dropped and no loader was given")
+        return self.load(i)
 
     def candidates(self, key: int, buckets: Iterable[int] | None = None) -> list[int]:
         found: dict[int, None] = {}
@@ -434,7 +438,7 @@ def find_duplicates(rows: Iterable[dict], params: MatchParams = MatchParams()) -
     ``duration_s``, ``width``, ``height``. Rows without a signature are never matched.
     The keep rule decides which clip of a group is kept (``keep_order``)."""
     ordered = sorted((r for r in rows if r.get("signature")), key=keep_order)
-    sigs = [Signature.from_bytes(signature_bytes(r["signature"])) for r in ordered]
+    sigs = [Signature.from_bytes(signature_bytes(r["signature"]) or b"") for r in ordered]
     keys = np.array([KINDS[s.kind][0](s) for s in sigs], dtype=np.uint64)
     dup_of, _ = assign_duplicates(keys, sigs.__getitem__, params)
     return {ordered[j]["clip_id"]: ordered[i]["clip_id"] for j, i in enumerate(dup_of) if i >= 0}

@@ -9,7 +9,8 @@ import shutil
 import signal
 import subprocess
 import threading
-from typing import Sequence
+from collections.abc import Sequence
+from typing import IO
 
 FFMPEG = os.environ.get("KVID_FFMPEG", "ffmpeg")
 FFPROBE = os.environ.get("KVID_FFPROBE", "ffprobe")
@@ -102,11 +103,13 @@ class ToolPipe:
 
     def __init__(self, cmd: Sequence[str], timeout: float | None, pass_fds: tuple[int, ...] = ()):
         self.proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds)
-        self.stdout = self.proc.stdout
+        assert self.proc.stdout is not None and self.proc.stderr is not None  # both are pipes
+        self.stdout: IO[bytes] = self.proc.stdout
+        self._stderr_pipe: IO[bytes] = self.proc.stderr
         self.timeout = timeout
         self.timed_out = threading.Event()
         self._stderr: list[bytes] = []
-        self._err_reader = threading.Thread(target=lambda: self._stderr.append(self.proc.stderr.read()), daemon=True)
+        self._err_reader = threading.Thread(target=lambda: self._stderr.append(self._stderr_pipe.read()), daemon=True)
         self._err_reader.start()
         self._timer = None
         if timeout:
@@ -123,7 +126,7 @@ class ToolPipe:
         self._err_reader.join()
         return code, b"".join(self._stderr).decode("utf-8", "replace").strip()
 
-    def __enter__(self) -> "ToolPipe":
+    def __enter__(self) -> ToolPipe:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -132,8 +135,8 @@ class ToolPipe:
         if self.proc.poll() is None:
             kill(self.proc)
             self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        self.stdout.close()
+        self._stderr_pipe.close()
 
 
 def _run(cmd: Sequence[str], timeout: float | None, input_bytes: bytes | None, what: str) -> tuple[int, bytes, bytes]:

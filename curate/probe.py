@@ -16,7 +16,21 @@ from curate import schema
 from curate.ffmpeg import FFmpegError, ffprobe_json
 
 # Container formats that hold a single still image, not a video.
-_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe_still", "svg_pipe", "pgm_pipe", "ppm_pipe", "qoi_pipe", "j2k_pipe", "jpegxl_pipe"}
+_IMAGE_FORMATS = {
+    "image2",
+    "png_pipe",
+    "jpeg_pipe",
+    "webp_pipe",
+    "bmp_pipe",
+    "tiff_pipe",
+    "gif_pipe_still",
+    "svg_pipe",
+    "pgm_pipe",
+    "ppm_pipe",
+    "qoi_pipe",
+    "j2k_pipe",
+    "jpegxl_pipe",
+}
 _IMAGE_CODECS = {"png", "mjpeg_still", "bmp", "tiff", "webp", "jpegls", "svg", "qoi", "jpegxl"}
 
 # A frame rate is "variable" when packet durations spread more than this fraction around
@@ -123,7 +137,9 @@ def _is_vfr(packets: list[dict], stream_index: int) -> bool:
 
 def _count_packets(path: str, timeout: float) -> int:
     try:
-        data = ffprobe_json(path, ["-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets"], timeout=timeout)
+        data = ffprobe_json(
+            path, ["-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets"], timeout=timeout
+        )
         return int((data.get("streams") or [{}])[0].get("nb_read_packets") or 0)
     except (FFmpegError, ValueError):
         return 0

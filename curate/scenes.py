@@ -88,7 +88,7 @@ def segments(cuts: list[int], transitions: list[tuple[int, int]], first_frame: i
     """Split [first_frame, end_frame) at ``cuts``, then carve out the ``transitions``
     ([start, end) frame ranges): scenes never contain a transition frame, and a cut that
     falls inside a transition is the transition's. Segments cover the unit exactly."""
-    gaps = []
+    gaps: list[tuple[int, int]] = []
     for a, b in sorted(transitions):
         a, b = max(a, first_frame), min(b, end_frame)
         if b <= a:

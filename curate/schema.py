@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import pyarrow as pa
 
@@ -57,75 +57,75 @@ class ClipRecord:
 
     clip_id: str
     status: str = STATUS_OK
-    reject_stage: Optional[str] = None
-    reject_reason: Optional[str] = None
-    error_message: Optional[str] = None
+    reject_stage: str | None = None
+    reject_reason: str | None = None
+    error_message: str | None = None
 
     # Where it came from.
     source: str = ""  # path or URI as resolved at run time (stored: see source_bytes)
     # Raw bytes of a source path that is not valid UTF-8 (old archives, network shares).
     # In memory ``source`` is then Python's surrogate-escaped str (it opens the file); in
     # Parquet and the tar's json it is shown with \xNN escapes and these bytes keep it exact.
-    source_bytes: Optional[bytes] = None
+    source_bytes: bytes | None = None
     source_id: str = ""  # content fingerprint of the source file
     work_unit: str = ""  # (source_id, chunk) unit of work; resume accounting
     work_unit_rows: int = 0  # rows this unit produces in total (clips + rejects)
     source_units: int = 1  # units the source was split into (long videos are chunked)
-    scene_index: Optional[int] = None
-    source_start_s: Optional[float] = None  # relative to the first frame of the stream
-    source_end_s: Optional[float] = None
-    start_frame: Optional[int] = None  # source frame index, inclusive
-    end_frame: Optional[int] = None  # source frame index, exclusive
+    scene_index: int | None = None
+    source_start_s: float | None = None  # relative to the first frame of the stream
+    source_end_s: float | None = None
+    start_frame: int | None = None  # source frame index, inclusive
+    end_frame: int | None = None  # source frame index, exclusive
 
     # The source video (dimensions after rotation).
-    src_fps: Optional[float] = None
-    src_vfr: Optional[bool] = None
-    src_width: Optional[int] = None
-    src_height: Optional[int] = None
-    src_duration_s: Optional[float] = None
-    src_rotation: Optional[int] = None
-    codec: Optional[str] = None
+    src_fps: float | None = None
+    src_vfr: bool | None = None
+    src_width: int | None = None
+    src_height: int | None = None
+    src_duration_s: float | None = None
+    src_rotation: int | None = None
+    codec: str | None = None
 
     # The clip as written (duration_s is the scene's length, also on rejects).
-    duration_s: Optional[float] = None
-    num_frames: Optional[int] = None
-    fps: Optional[float] = None
-    width: Optional[int] = None
-    height: Optional[int] = None
-    aspect_ratio: Optional[float] = None
+    duration_s: float | None = None
+    num_frames: int | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    aspect_ratio: float | None = None
     # Black-border crop in source pixels (after rotation); full frame when no border.
-    crop_x: Optional[int] = None
-    crop_y: Optional[int] = None
-    crop_w: Optional[int] = None
-    crop_h: Optional[int] = None
+    crop_x: int | None = None
+    crop_y: int | None = None
+    crop_w: int | None = None
+    crop_h: int | None = None
     # Per-scene statistics of the analysis decode, by name ("still.mean_diff", "text.area",
     # ...; see curate/scene_filters.py), on every scene row, kept or rejected. A map, so a new
     # statistic needs no new column.
-    scene_stats: Optional[dict] = None
+    scene_stats: dict | None = None
 
     # Near-duplicates (curate/dedup.py): the scene's perceptual signature (a blob whose
     # header names its kind), and on a `duplicate` reject the id of the clip kept instead.
-    signature: Optional[bytes] = None
-    duplicate_of: Optional[str] = None
+    signature: bytes | None = None
+    duplicate_of: str | None = None
 
     # Motion (see motion/: px/frame at short side motion_size, 24 fps frames).
-    motion_score: Optional[float] = None
-    motion_backend: Optional[str] = None
-    motion_size: Optional[int] = None
-    motion_stride: Optional[int] = None
-    motion_camera: Optional[float] = None
-    motion_object: Optional[float] = None
-    motion_pair_scores: Optional[list] = None
+    motion_score: float | None = None
+    motion_backend: str | None = None
+    motion_size: int | None = None
+    motion_stride: int | None = None
+    motion_camera: float | None = None
+    motion_object: float | None = None
+    motion_pair_scores: list | None = None
 
     # Caption.
-    caption: Optional[str] = None
-    caption_model: Optional[str] = None
-    caption_prompt_hash: Optional[str] = None
+    caption: str | None = None
+    caption_model: str | None = None
+    caption_prompt_hash: str | None = None
 
     # Where it is stored.
-    shard: Optional[str] = None  # tar file name under OUT/shards/
-    shard_offset: Optional[int] = None  # byte offset of the .mp4 member's data in the tar
-    shard_size: Optional[int] = None  # byte size of that member
+    shard: str | None = None  # tar file name under OUT/shards/
+    shard_offset: int | None = None  # byte offset of the .mp4 member's data in the tar
+    shard_size: int | None = None  # byte size of that member
     config_hash: str = ""
     kvid_version: str = ""
 
@@ -137,14 +137,14 @@ class ClipRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "ClipRecord":
+    def from_row(cls, row: dict[str, Any]) -> ClipRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in row.items() if k in known}
         if isinstance(values.get("scene_stats"), list):  # Arrow gives a map back as (key, value) pairs
             values["scene_stats"] = dict(values["scene_stats"])
         return cls(**values)
 
-    def reject(self, stage: str, reason: str, message: str | None = None) -> "ClipRecord":
+    def reject(self, stage: str, reason: str, message: str | None = None) -> ClipRecord:
         """Turn this record into a reject (in place) and return it."""
         self.status = STATUS_REJECTED
         self.reject_stage = stage

@@ -24,8 +24,8 @@ import socket
 import tarfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,7 +60,7 @@ class OutputLock:
         self.path = os.path.join(out_dir, WORK_DIR, "lock")
         self._fd: int | None = None
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -90,7 +90,7 @@ class OutputLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -306,9 +306,11 @@ class PartWriter:
         info.size = len(data)
         info.mtime = _TAR_MTIME
         info.mode = 0o644
-        header = info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors)
-        offset = self._tar.offset + len(header)
-        self._tar.addfile(info, io.BytesIO(data))
+        tar = self._tar
+        assert tar is not None  # opened by add() before the first member
+        header = info.tobuf(tar.format, tar.encoding, tar.errors)
+        offset = tar.offset + len(header)
+        tar.addfile(info, io.BytesIO(data))
         return offset, len(data)
 
     def add(self, record: ClipRecord, mp4: bytes | None) -> None:
@@ -456,7 +458,8 @@ def iter_shard(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                 yield key, group
                 group = {}
             key = stem
-            group[ext] = tar.extractfile(member).read()
+            f = tar.extractfile(member)
+            group[ext] = f.read() if f is not None else b""
         if key is not None:
             yield key, group
 

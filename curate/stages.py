@@ -105,6 +105,8 @@ def plan_source(
     cfg_hash = params.config_hash()
     name = source_name(source)
     source_id = "path-" + ids.short_hash(name)  # the id of a source that cannot be read
+    reason: str | None = None
+    message = ""
     try:
         with staged(source, params.input_cache) as local:
             if os.path.isfile(local):  # never fingerprint a FIFO or device: it can block forever
@@ -116,8 +118,6 @@ def plan_source(
         reason, message = schema.REASON_MISSING, str(e)
     except OSError as e:  # e.g. permissions, an unknown URI scheme, a storage error
         reason, message = schema.REASON_UNREADABLE, str(e)
-    else:
-        reason = None
     if reason:
         return [], [_source_record(source, source_id, cfg_hash, None).reject(schema.STAGE_PROBE, reason, message)]
     rejection = check_source(info, params.filters)
@@ -127,12 +127,13 @@ def plan_source(
 
     chunk_frames = int(round(params.chunk_s * info.fps)) if params.chunk_s > 0 else 0
     if chunk_frames <= 0 or info.num_frames <= chunk_frames * 1.5:
-        bounds = [(0, None)]
+        bounds: list[tuple[int, int | None]] = [(0, None)]
     else:
         starts = list(range(0, info.num_frames, chunk_frames))
         if info.num_frames - starts[-1] < chunk_frames // 2:
             starts.pop()  # fold a short tail into the previous chunk
-        bounds = [(s, e) for s, e in zip(starts, starts[1:] + [None])]
+        ends: list[int | None] = [*starts[1:], None]
+        bounds = list(zip(starts, ends))
     units = [
         WorkUnit(source, source_id, info, k, len(bounds), first, end)
         for k, (first, end) in enumerate(bounds)
@@ -197,7 +198,11 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             rec.num_frames = output_frames(sc.duration_s, params.transcode.fps)
             rec.scene_stats = stats
             if result.decode_errors and params.reject_decode_errors:
-                rec.reject(schema.STAGE_SCENES, schema.REASON_DECODE_ERROR, "decoder errors in this part of the source: " + result.decode_errors)
+                rec.reject(
+                    schema.STAGE_SCENES,
+                    schema.REASON_DECODE_ERROR,
+                    "decoder errors in this part of the source: " + result.decode_errors,
+                )
             elif sc.transition:
                 rec.reject(schema.STAGE_SCENES, schema.REASON_TRANSITION,
                            f"gradual transition, frames {sc.start_frame}-{sc.end_frame} (TransNetV2)")
@@ -232,6 +237,9 @@ def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> 
     reject and None is returned."""
     if not rec.ok:
         return None
+    # A kept scene from the analysis always has its crop and times.
+    assert rec.crop_x is not None and rec.crop_y is not None and rec.crop_w is not None and rec.crop_h is not None
+    assert rec.source_start_s is not None and rec.source_end_s is not None
     crop = Crop(rec.crop_x, rec.crop_y, rec.crop_w, rec.crop_h)
     try:
         with staged(rec.source, params.input_cache) as local:

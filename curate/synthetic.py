@@ -7,6 +7,7 @@ pillarbox bars of known size, a chosen frame rate, and broken files of several k
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from curate.ffmpeg import run_ffmpeg
@@ -31,7 +32,7 @@ class Encoding:
         return ["-c:v", self.codec, "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p"]
 
 
-def _render(path: str, inputs: list[str], graph: str | None, duration_s: float, enc: Encoding, extra: list[str] = ()) -> str:
+def _render(path: str, inputs: list[str], graph: str | None, duration_s: float, enc: Encoding, extra: Sequence[str] = ()) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     args = []
     for src in inputs:
@@ -96,7 +97,7 @@ def plain_video(
     size: tuple[int, int] = (640, 360),
     source: str = "testsrc2",
     enc: Encoding = Encoding(),
-    extra: list[str] = (),
+    extra: Sequence[str] = (),
 ) -> str:
     w, h = size
     return _render(path, [f"{source}=size={w}x{h}:rate={fps}"], None, duration_s, enc, list(extra))

@@ -107,6 +107,8 @@ class TextAreaFeature:
         areas = []
         for i in picks:
             img = cv2.imdecode(np.frombuffer(self._samples[i], np.uint8), cv2.IMREAD_GRAYSCALE)
+            if img is None:  # our own JPEG: cannot fail to decode, but say so if it does
+                raise ValueError("a kept text sample did not decode")
             if crop is not None:
                 x, y, w, h = (int(round(v * self.scale)) for v in crop)
                 img = img[y : y + max(h, 1), x : x + max(w, 1)]

@@ -26,7 +26,13 @@ class TranscodeParams:
 
     def settings(self) -> dict:
         """What changes the output bytes (goes into the clip id's config hash)."""
-        return {"fps": self.fps, "max_short_side": self.max_short_side, "codec": self.codec, "crf": self.crf, "preset": self.preset}
+        return {
+            "fps": self.fps,
+            "max_short_side": self.max_short_side,
+            "codec": self.codec,
+            "crf": self.crf,
+            "preset": self.preset,
+        }
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,9 @@ def transcode_scene(
         ]
         timeout = params.timeout_s + params.timeout_per_s * (end_s - start_s)
         run_ffmpeg(args, timeout=timeout)
-        stream = (ffprobe_json(tmp, ["-select_streams", "v:0", "-show_entries", "stream=width,height,nb_frames"]).get("streams") or [{}])[0]
+        stream = (
+            ffprobe_json(tmp, ["-select_streams", "v:0", "-show_entries", "stream=width,height,nb_frames"]).get("streams") or [{}]
+        )[0]
         frames = int(stream.get("nb_frames") or 0)
         if frames <= 0:
             raise FFmpegError("transcode produced no frames")

@@ -105,8 +105,8 @@ def predict(frames: np.ndarray, device: str = "auto", batch_windows: int = 8) ->
     dev = next(model.parameters()).device
     windows = -(-n // STEP)
     tail = (windows - 1) * STEP + WINDOW - CONTEXT - n
-    padded = np.concatenate([np.repeat(frames[:1], CONTEXT, 0), frames, np.repeat(frames[-1:], tail, 0)])
-    padded = torch.from_numpy(np.ascontiguousarray(padded))
+    edges = np.concatenate([np.repeat(frames[:1], CONTEXT, 0), frames, np.repeat(frames[-1:], tail, 0)])
+    padded = torch.from_numpy(np.ascontiguousarray(edges))
     single, many = [], []
     with torch.inference_mode():
         for w0 in range(0, windows, batch_windows):

@@ -121,7 +121,9 @@ class PipelineConfig:
             video_movq=MoVQConfig.from_dict(d["video_movq"]),
             text_encoder=TextEncoderConfig.from_dict(d["text_encoder"]),
             keyframe_scheduler=DDPMSchedulerConfig(**d.get("keyframe_scheduler", {})),
-            interpolation_scheduler=DDPMSchedulerConfig(**d.get("interpolation_scheduler", DDPMSchedulerConfig.interpolation().to_dict())),
+            interpolation_scheduler=DDPMSchedulerConfig(
+                **d.get("interpolation_scheduler", DDPMSchedulerConfig.interpolation().to_dict())
+            ),
             num_keyframes=d.get("num_keyframes", NUM_KEYFRAMES),
             video_seconds=d.get("video_seconds", VIDEO_SECONDS),
         )
@@ -133,7 +135,9 @@ class PipelineConfig:
             return cls.kandinsky_video_1_1()
         base = cls.kandinsky_video_1_1()
         unet = UNet3DConfig.from_dict(configs["t2v"]) if "t2v" in configs else base.unet
-        interp = InterpolationUNetConfig.from_dict(configs["interpolation"]) if "interpolation" in configs else base.interpolation_unet
+        interp = (
+            InterpolationUNetConfig.from_dict(configs["interpolation"]) if "interpolation" in configs else base.interpolation_unet
+        )
         movq = MoVQConfig.from_official(configs["image_movq"]) if "image_movq" in configs else base.movq
         video = (
             MoVQConfig.from_official(configs["video_movq"], with_encoder=False) if "video_movq" in configs else base.video_movq

@@ -178,9 +178,13 @@ class KandinskyVideoPipeline:
         if text_encoder is not None:
             text_encoder.eval()
         self.config = config or PipelineConfig(
-            unet=unet.config, interpolation_unet=interpolation_unet.config, movq=movq.config,
+            unet=unet.config,
+            interpolation_unet=interpolation_unet.config,
+            movq=movq.config,
             video_movq=video_movq.config,
-            text_encoder=text_encoder.config if text_encoder is not None else TextEncoderConfig(context_dim=unet.config.context_dim),
+            text_encoder=text_encoder.config
+            if text_encoder is not None
+            else TextEncoderConfig(context_dim=unet.config.context_dim),
         )
         self.motion_levels = motion_levels or MotionLevels.official()
         self.device = unet.device if unet.device.type != "meta" else torch.device("cpu")

@@ -53,7 +53,9 @@ def _check_scores(scores: Iterable[float]) -> np.ndarray:
     vals = list(scores)
     if not vals:
         raise MotionLevelsError("no motion scores: cannot compute levels from an empty set")
-    bad = [v for v in vals if v is None or isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v)]
+    bad = [
+        v for v in vals if v is None or isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v)
+    ]
     if bad:
         raise MotionLevelsError(f"{len(bad)} of {len(vals)} motion scores are missing or not finite (e.g. {bad[0]!r})")
     arr = np.asarray(vals, dtype=np.float64)

@@ -71,7 +71,9 @@ def _check_stride(stride: int) -> int:
     return int(stride)
 
 
-def result_from_stats(stats: np.ndarray, backend: str, size: int | None, stride: int, num_frames: int | None = None) -> MotionResult:
+def result_from_stats(
+    stats: np.ndarray, backend: str, size: int | None, stride: int, num_frames: int | None = None
+) -> MotionResult:
     """Average per-pair statistics ``(P, 3)`` into a MotionResult."""
     stats = np.asarray(stats, dtype=np.float64).reshape(-1, 3)
     if len(stats) == 0:

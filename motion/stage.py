@@ -252,7 +252,9 @@ class MotionStage(Stage):
                 for j in sorted({it[1] for it in items}):
                     part = [it for it in items if it[1] == j]
                     try:
-                        groups.append((part, backend.pair_stats(np.stack([it[3] for it in part]), np.stack([it[4] for it in part]))))
+                        groups.append(
+                            (part, backend.pair_stats(np.stack([it[3] for it in part]), np.stack([it[4] for it in part])))
+                        )
                     except Exception as e:
                         failed.add(j)
                         errors[row_index[j]] = f"scoring failed: {type(e).__name__}: {e}"

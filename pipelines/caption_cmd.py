@@ -28,11 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Caption (or recaption) the clips of a curated folder with a video VLM."
     parser.epilog = EPILOG
     parser.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
-    parser.add_argument("--model", "--caption-model", dest="caption_model", required=True, help="hub id or local folder of the VLM")
-    parser.add_argument("--prompt", "--caption-prompt", dest="caption_prompt", help="template name (detailed, short, camera) or text")
+    parser.add_argument(
+        "--model", "--caption-model", dest="caption_model", required=True, help="hub id or local folder of the VLM"
+    )
+    parser.add_argument(
+        "--prompt", "--caption-prompt", dest="caption_prompt", help="template name (detailed, short, camera) or text"
+    )
     parser.add_argument("--frames", "--caption-frames", dest="caption_frames", help="frames sampled per clip (default 8)")
-    parser.add_argument("--max-new-tokens", "--caption-max-new-tokens", dest="caption_max_new_tokens", help="caption length limit (default 128)")
-    parser.add_argument("--batch-size", "--caption-batch-size", dest="caption_batch_size", help="clips per generation batch (default 8)")
+    parser.add_argument(
+        "--max-new-tokens", "--caption-max-new-tokens", dest="caption_max_new_tokens", help="caption length limit (default 128)"
+    )
+    parser.add_argument(
+        "--batch-size", "--caption-batch-size", dest="caption_batch_size", help="clips per generation batch (default 8)"
+    )
     parser.add_argument("--device", "--caption-device", dest="caption_device", help="auto, cpu or cuda")
     parser.add_argument("--workers", "--caption-workers", dest="caption_workers", help="caption actors (default: GPUs, else 1)")
     parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster address (default: a local Ray)")

@@ -12,7 +12,7 @@ import difflib
 import inspect
 import os
 import typing
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -74,16 +74,18 @@ class CurateConfig(BaseModel):
         default_factory=list,
         description="video files, folders (searched recursively) or globs; or URIs of them (s3://, gs://, https://, file://)",
     )
-    out: Optional[str] = Field(None, description="output folder (shards/, index/, rejects/, manifest.json)")
+    out: str | None = Field(None, description="output folder (shards/, index/, rejects/, manifest.json)")
 
     # Ray.
-    ray_address: Optional[str] = Field(
+    ray_address: str | None = Field(
         None, description="Ray cluster address (e.g. 'ray://head:10001' or 'auto'); default: start a local Ray"
     )
-    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
-    workers: Optional[int] = Field(None, ge=1, description="parallel analyse+transcode tasks (default: one per CPU)")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
+    workers: int | None = Field(None, ge=1, description="parallel analyse+transcode tasks (default: one per CPU)")
     ffmpeg_threads: int = Field(
-        default(TranscodeParams, "threads"), ge=0, description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)"
+        default(TranscodeParams, "threads"),
+        ge=0,
+        description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)",
     )
 
     # Scene detection.
@@ -91,11 +93,15 @@ class CurateConfig(BaseModel):
         default(AnalysisParams, "detector"),
         description="content or adaptive (PySceneDetect), or transnetv2 (neural; also finds gradual transitions)",
     )
-    scene_threshold: Optional[float] = Field(
+    scene_threshold: float | None = Field(
         None, gt=0, description="detector threshold (default: content 27, adaptive 3.0)"
     )
-    min_scene_len_s: float = Field(default(AnalysisParams, "min_scene_len_s"), ge=0, description="minimum scene length between cuts, seconds")
-    analysis_width: int = Field(default(AnalysisParams, "analysis_width"), ge=32, description="frame width for scene detection (downscaled decode)")
+    min_scene_len_s: float = Field(
+        default(AnalysisParams, "min_scene_len_s"), ge=0, description="minimum scene length between cuts, seconds"
+    )
+    analysis_width: int = Field(
+        default(AnalysisParams, "analysis_width"), ge=32, description="frame width for scene detection (downscaled decode)"
+    )
 
     # Per-scene filters of the analysis decode (curate/scene_filters.py): statistics on every
     # scene row (scene_stats), decided before any encode; defaults live in their dataclasses.
@@ -104,16 +110,23 @@ class CurateConfig(BaseModel):
         description="with a PySceneDetect detector, also find fades/dissolves/wipes with TransNetV2; their frames go to no clip",
     )
     transition_threshold: float = Field(
-        default(TransitionParams, "threshold"), gt=0, lt=1, description="TransNetV2 probability above which a frame is part of a transition"
+        default(TransitionParams, "threshold"),
+        gt=0,
+        lt=1,
+        description="TransNetV2 probability above which a frame is part of a transition",
     )
     transition_extend_threshold: float = Field(
         default(TransitionParams, "extend_threshold"), gt=0, lt=1,
         description="a transition extends over neighbouring frames above this probability (faint fade frames)",
     )
     transnet_device: str = Field(default(TransitionParams, "device"), description="TransNetV2 device: auto, cpu, cuda or cuda:N")
-    static_filter: bool = Field(default(StillParams, "enabled"), description="reject static scenes (a still image, a frozen video)")
+    static_filter: bool = Field(
+        default(StillParams, "enabled"), description="reject static scenes (a still image, a frozen video)"
+    )
     frozen_diff: float = Field(
-        default(StillParams, "frozen_diff"), ge=0, description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen"
+        default(StillParams, "frozen_diff"),
+        ge=0,
+        description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen",
     )
     min_frozen_run: int = Field(
         default(StillParams, "min_frozen_run"), ge=1, description="consecutive near-identical frames that count as a freeze"
@@ -124,26 +137,38 @@ class CurateConfig(BaseModel):
     min_mean_diff: float = Field(
         default(StillParams, "min_mean_diff"), ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
     )
-    flat_filter: bool = Field(default(FlatParams, "enabled"), description="reject flat scenes (one colour, grey fields, sparse title cards)")
+    flat_filter: bool = Field(
+        default(FlatParams, "enabled"), description="reject flat scenes (one colour, grey fields, sparse title cards)"
+    )
     min_luma_spread: float = Field(
-        default(FlatParams, "min_luma_spread"), ge=0, description="flat when the 5-95 percentile luma range (0-255) is under this ..."
+        default(FlatParams, "min_luma_spread"),
+        ge=0,
+        description="flat when the 5-95 percentile luma range (0-255) is under this ...",
     )
     min_colour_spread: float = Field(
         default(FlatParams, "min_colour_spread"), ge=0, description="... and the chroma standard deviation is under this"
     )
     text_filter: bool = Field(
-        default(TextParams, "enabled"), description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept"
+        default(TextParams, "enabled"),
+        description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept",
     )
     max_text_area: float = Field(
-        default(TextParams, "max_text_area"), ge=0, le=1, description="reject scenes whose detected text covers more of the picture"
+        default(TextParams, "max_text_area"),
+        ge=0,
+        le=1,
+        description="reject scenes whose detected text covers more of the picture",
     )
     text_frames: int = Field(default(TextParams, "frames"), ge=1, description="frames per scene measured for text")
 
     # Black borders.
     crop_borders: bool = Field(default(AnalysisParams, "borders"), description="detect and crop letterbox/pillarbox bars")
-    border_black_level: float = Field(default(BorderParams, "black_level"), ge=0, le=255, description="mean luma at or below which a line is black")
+    border_black_level: float = Field(
+        default(BorderParams, "black_level"), ge=0, le=255, description="mean luma at or below which a line is black"
+    )
     border_min_px: int = Field(default(BorderParams, "min_border_px"), ge=0, description="bars thinner than this are kept")
-    border_samples_per_s: float = Field(default(AnalysisParams, "border_samples_per_s"), gt=0, description="full-resolution frames sampled per second for borders")
+    border_samples_per_s: float = Field(
+        default(AnalysisParams, "border_samples_per_s"), gt=0, description="full-resolution frames sampled per second for borders"
+    )
 
     # Filters (the statistic is stored on every row; the threshold decides).
     min_duration_s: float = Field(default(FilterParams, "min_duration_s"), ge=0, description="drop scenes shorter than this")
@@ -155,23 +180,32 @@ class CurateConfig(BaseModel):
 
     # Transcode.
     fps: float = Field(default(TranscodeParams, "fps"), gt=0, description="output frame rate")
-    max_short_side: int = Field(default(TranscodeParams, "max_short_side"), ge=16, description="scale down so the short side is at most this (never up)")
+    max_short_side: int = Field(
+        default(TranscodeParams, "max_short_side"), ge=16, description="scale down so the short side is at most this (never up)"
+    )
     codec: str = Field(default(TranscodeParams, "codec"), description="ffmpeg video encoder")
     crf: int = Field(default(TranscodeParams, "crf"), ge=0, le=51, description="encoder quality (lower is better)")
     preset: str = Field(default(TranscodeParams, "preset"), description="encoder speed preset")
 
     # Robustness.
-    chunk_s: float = Field(default(CurateParams, "chunk_s"), ge=0, description="analyse long sources in chunks of this many seconds (0 = never)")
+    chunk_s: float = Field(
+        default(CurateParams, "chunk_s"), ge=0, description="analyse long sources in chunks of this many seconds (0 = never)"
+    )
     reject_decode_errors: bool = Field(
-        default(CurateParams, "reject_decode_errors"), description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)"
+        default(CurateParams, "reject_decode_errors"),
+        description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)",
     )
     probe_timeout_s: float = Field(default(CurateParams, "probe_timeout_s"), gt=0, description="ffprobe timeout per file")
-    decode_timeout_s: float = Field(default(AnalysisParams, "timeout_s"), gt=0, description="decode timeout per unit, plus 2 s per second of video")
-    tmp_dir: Optional[str] = Field(None, description="scratch folder for encoded clips (default: system temp)")
-    input_cache_dir: Optional[str] = Field(
+    decode_timeout_s: float = Field(
+        default(AnalysisParams, "timeout_s"), gt=0, description="decode timeout per unit, plus 2 s per second of video"
+    )
+    tmp_dir: str | None = Field(None, description="scratch folder for encoded clips (default: system temp)")
+    input_cache_dir: str | None = Field(
         None, description="where each node keeps copies of URI sources (default: <system temp>/kvid-inputs)"
     )
-    input_cache_gb: float = Field(default(InputCache, "max_gb"), gt=0, description="size cap of that cache per node; least recently used copies go first")
+    input_cache_gb: float = Field(
+        default(InputCache, "max_gb"), gt=0, description="size cap of that cache per node; least recently used copies go first"
+    )
 
     # Motion.
     motion_backend: str = Field(
@@ -182,8 +216,8 @@ class CurateConfig(BaseModel):
     motion_size: int = Field(256, ge=16, description="short side (px) the flow is computed at; scores are in px/frame at it")
     motion_stride: int = Field(1, ge=1, description="use every k-th consecutive frame pair (long clips)")
     motion_batch_size: int = Field(16, ge=1, description="frame pairs per flow batch")
-    motion_weights: Optional[str] = Field(None, description="local RAFT .pth weights (default: torchvision's download)")
-    motion_workers: Optional[int] = Field(None, ge=1, description="motion actors (default: GPUs, else 1)")
+    motion_weights: str | None = Field(None, description="local RAFT .pth weights (default: torchvision's download)")
+    motion_workers: int | None = Field(None, ge=1, description="motion actors (default: GPUs, else 1)")
     motion_device: str = Field("auto", description="auto, cpu or cuda")
 
     # Captions.
@@ -194,7 +228,7 @@ class CurateConfig(BaseModel):
     caption_frames: int = Field(8, ge=1, description="frames sampled per clip for captioning")
     caption_max_new_tokens: int = Field(128, ge=1, description="caption length limit in tokens")
     caption_batch_size: int = Field(8, ge=1, description="clips per generation batch")
-    caption_workers: Optional[int] = Field(None, ge=1, description="caption actors (default: GPUs, else 1)")
+    caption_workers: int | None = Field(None, ge=1, description="caption actors (default: GPUs, else 1)")
     caption_device: str = Field("auto", description="auto, cpu or cuda")
 
     # Near-duplicates (curate/dedup.py; every clip's signature is stored either way).
@@ -214,7 +248,9 @@ class CurateConfig(BaseModel):
     # Shards.
     shard_max_clips: int = Field(default(ShardWriter, "max_clips"), ge=1, description="clips per tar shard")
     shard_max_mb: float = Field(1024.0, gt=0, description="video megabytes per tar shard")
-    shard_max_open_s: float = Field(default(ShardWriter, "max_open_s"), gt=0, description="commit an open shard after this many seconds")
+    shard_max_open_s: float = Field(
+        default(ShardWriter, "max_open_s"), gt=0, description="commit an open shard after this many seconds"
+    )
 
     @field_validator("motion_backend")
     @classmethod
@@ -225,7 +261,7 @@ class CurateConfig(BaseModel):
 
     @field_validator("out")
     @classmethod
-    def _out(cls, v: Optional[str]) -> Optional[str]:
+    def _out(cls, v: str | None) -> str | None:
         if v is not None and is_uri(v):
             raise ValueError(
                 "must be a folder path (local or a shared mount): shards are committed with atomic "
@@ -241,7 +277,7 @@ class CurateConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "CurateConfig":
+    def _check(self) -> CurateConfig:
         if self.max_fps <= self.min_fps:
             raise ValueError("max_fps must be above min_fps")
         return self

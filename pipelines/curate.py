@@ -28,7 +28,6 @@ from pipelines.preflight import check_resume, preflight
 from pipelines.progress import CurateProgress
 from pipelines.ray_runtime import ray_session
 
-
 __all__ = ["run_curate", "format_summary", "InputError", "CurateInterrupted"]
 
 

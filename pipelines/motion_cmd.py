@@ -31,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("recompute", help="recompute motion scores of a curated folder (no re-encode)")
     p.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
-    p.add_argument("--backend", "--motion-backend", dest="motion_backend", help="raft (= raft_large), raft_small, dis or farneback")
-    p.add_argument("--size", "--motion-size", dest="motion_size", help="short side in px the flow is computed at (default: the folder's)")
+    p.add_argument(
+        "--backend", "--motion-backend", dest="motion_backend", help="raft (= raft_large), raft_small, dis or farneback"
+    )
+    p.add_argument(
+        "--size", "--motion-size", dest="motion_size", help="short side in px the flow is computed at (default: the folder's)"
+    )
     p.add_argument("--stride", "--motion-stride", dest="motion_stride", help="use every k-th frame pair")
     p.add_argument("--batch-size", "--motion-batch-size", dest="motion_batch_size", help="frame pairs per flow batch")
     p.add_argument("--weights", "--motion-weights", dest="motion_weights", help="local RAFT .pth weights")
@@ -62,8 +66,15 @@ def recompute(args: argparse.Namespace) -> int:
     preflight(cfg)  # missing weights stop here
 
     settings = {k: getattr(cfg, k) for k in ("motion_backend", "motion_size", "motion_stride", "motion_weights")}
-    summary = rewrite(args.dir, cfg, "motion", settings, lambda ds: add_stages(ds, model_stages(on_cluster(cfg))), show_progress=False if args.quiet else None,
-                      config_updates=settings)
+    summary = rewrite(
+        args.dir,
+        cfg,
+        "motion",
+        settings,
+        lambda ds: add_stages(ds, model_stages(on_cluster(cfg))),
+        show_progress=False if args.quiet else None,
+        config_updates=settings,
+    )
     print(
         f"kvid motion recompute: {summary['clips']} clips scored ({summary['new_rejects']} motion_failed) in "
         f"{summary['parts_rewritten']} shards ({summary['parts_already_done']} done earlier), {summary['wall_s']:.1f} s; "

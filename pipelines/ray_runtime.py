@@ -17,7 +17,6 @@ from typing import Any
 from curate.ffmpeg import terminal_input_detached
 from pipelines.config import ConfigError, CurateConfig
 
-
 # Python loggers of Ray that print start-up and progress notices.
 _NOISY_LOGGERS = (
     "ray",

@@ -169,7 +169,8 @@ def is_whole_source_reject(row: dict) -> bool:
 
 def scene_thumbnail(out_dir: str, row: dict, height: int = 96) -> tuple[str | None, str]:
     """One frame of the source at the middle of a row's scene (a rejected scene was never
-    encoded; a duplicate has no video of its own), cached under OUT/report_thumbs/. Returns (path relative to OUT or None, why there is none)."""
+    encoded; a duplicate has no video of its own), cached under OUT/report_thumbs/. Returns
+    (path relative to OUT or None, why there is none)."""
     if is_whole_source_reject(row):
         return None, "no thumbnail: the whole source was rejected before any scene was cut"
     source = schema.source_path(row)

@@ -14,7 +14,8 @@ import os
 import shutil
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from curate import shards
 from curate.manifest import dataset_counts, now, read_manifest, write_manifest

@@ -90,8 +90,10 @@ class LocalCluster:
             self.stop()
             raise RuntimeError(f"ray start failed: {out.stderr[-2000:]}")
 
-    def start(self) -> "LocalCluster":
-        subprocess.run([self.ray, "get-auth-token", "--generate"], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    def start(self) -> LocalCluster:
+        subprocess.run(
+            [self.ray, "get-auth-token", "--generate"], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60
+        )
         self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"])
         for i in range(1, self.nodes):
             self._start([f"--address={self.address}", f"--resources={json.dumps({f'node{i + 1}': 1})}"])
@@ -105,7 +107,7 @@ class LocalCluster:
         kill(processes(self.temp_dir) + processes(self.address))
         time.sleep(1.0)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -149,9 +151,15 @@ def hostile_corpus(folder: str) -> dict[str, set[str]]:
     expect["no_frames.mp4"] = {"no_frames"}
     ff("one_frame.mp4", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "1", "-c:v", "libx264"])
     expect["one_frame.mp4"] = {"too_short"}
-    ff("wide_16000x16.mkv", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "1", "-vf", "scale=16000:16", "-c:v", "ffv1"])
+    ff(
+        "wide_16000x16.mkv",
+        ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "1", "-vf", "scale=16000:16", "-c:v", "ffv1"],
+    )
     expect["wide_16000x16.mkv"] = {"bad_dimensions"}
-    ff("fps1000.mp4", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=1000", "-t", "0.5", "-c:v", "libx264", "-preset", "ultrafast"])
+    ff(
+        "fps1000.mp4",
+        ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=1000", "-t", "0.5", "-c:v", "libx264", "-preset", "ultrafast"],
+    )
     expect["fps1000.mp4"] = {"bad_fps"}
     ff("raw_stream.h264", ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "3", "-c:v", "libx264", "-f", "h264"])
     expect["raw_stream.h264"] = {"ok"}
@@ -167,7 +175,14 @@ def hostile_corpus(folder: str) -> dict[str, set[str]]:
     with open(good, "rb") as src, open(odd, "wb") as dst:
         dst.write(src.read())
     expect[os.fsdecode(b"latin1 caf\xe9.mp4")] = {"ok"}
-    for name in ("with space.mp4", "quote'\"s.mp4", "ünïcødé 視頻.mp4", "-leading-dash.mp4", "$(touch PWNED).mp4", "semi;colon|pipe&.mp4"):
+    for name in (
+        "with space.mp4",
+        "quote'\"s.mp4",
+        "ünïcødé 視頻.mp4",
+        "-leading-dash.mp4",
+        "$(touch PWNED).mp4",
+        "semi;colon|pipe&.mp4",
+    ):
         with open(good, "rb") as src, open(p(name), "wb") as dst:
             dst.write(src.read())
         expect[name] = {"ok"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import CUT_FPS, CUT_SCENES, LETTERBOX, PILLARBOX
+
 from curate import schema, synthetic
 from curate.analyze import AnalysisParams, FrameClock, analyze_unit
 from curate.borders import BorderParams, Crop, detect_crop, frame_profile
@@ -256,7 +256,16 @@ def test_output_size_rules():
 
 def _stream_of(data: bytes) -> dict:
     with as_file(data) as path:
-        s = ffprobe_json(path, ["-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames,r_frame_rate,width,height,pix_fmt,codec_name"])["streams"][0]
+        s = ffprobe_json(
+            path,
+            [
+                "-select_streams",
+                "v:0",
+                "-count_frames",
+                "-show_entries",
+                "stream=nb_read_frames,r_frame_rate,width,height,pix_fmt,codec_name",
+            ],
+        )["streams"][0]
     return s
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT
+
 from curate import schema, shards, synthetic
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit
 from curate.probe import ProbeError, probe
@@ -42,7 +42,9 @@ def test_hostile_corpus_every_file_accounted_for(hostile, ray_local, tmp_path):
     index, rejects = shards.read_index(str(out)).to_pylist(), shards.read_rejects(str(out)).to_pylist()
     outcomes: dict[str, set[str]] = {}
     for r in index + rejects:
-        outcomes.setdefault(os.path.basename(schema.source_path(r)), set()).add("ok" if r["status"] == "ok" else r["reject_reason"])
+        outcomes.setdefault(os.path.basename(schema.source_path(r)), set()).add(
+            "ok" if r["status"] == "ok" else r["reject_reason"]
+        )
     assert set(outcomes) == set(expect), set(expect) ^ set(outcomes)
     for name, want in expect.items():
         assert outcomes[name] and outcomes[name] <= want, (name, outcomes[name], want)

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-from motion_fixtures import encode_bytes, translating_frames
+from motion_fixtures import encode_bytes, translating_frames  # noqa: E402
 
 from motion import MotionStage, MotionWeightsError, compute_motion, get_backend  # noqa: E402
 from motion import raft as raft_mod  # noqa: E402

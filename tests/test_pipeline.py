@@ -10,8 +10,8 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import CUT_SCENES, ROOT
+
 from curate import shards
 from pipelines.config import ConfigError, build_config
 from pipelines.curate import run_curate
@@ -161,9 +161,9 @@ def test_config_file_and_flags(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = (
         "from pipelines.cli import build_parser; from pipelines.config import *;"
-        "a = build_parser().parse_args(['curate', 'in.mp4', '--config', %r, '--min-duration-s', '4']);"
+        f"a = build_parser().parse_args(['curate', 'in.mp4', '--config', {str(cfg_file)!r}, '--min-duration-s', '4']);"
         "c = build_config(load_yaml(a.config), overrides_from_args(a)); print(c.min_duration_s, c.motion_backend, c.out)"
-    ) % str(cfg_file)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.split() == ["4.0", "dis", "/tmp/x"], out.stderr
 
@@ -179,7 +179,21 @@ def test_bad_config_is_a_clear_error(tmp_path):
         build_config(load_yaml(str(bad)), {})
     msg = str(e.value)
     assert "min_duraton_s" in msg and "unknown key" in msg and "fps (--fps)" in msg
-    assert main(["curate", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o"), "--motion-backend", "none", "--caption-model", "none"]) == 2
+    assert (
+        main(
+            [
+                "curate",
+                str(tmp_path / "nope.mp4"),
+                "--out",
+                str(tmp_path / "o"),
+                "--motion-backend",
+                "none",
+                "--caption-model",
+                "none",
+            ]
+        )
+        == 2
+    )
     assert main(["curate", "x.mp4", "--out", str(tmp_path / "o"), "--motion-backend", "magic"]) == 2
 
 

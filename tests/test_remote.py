@@ -94,7 +94,9 @@ def test_curate_uri_sources_like_local_ones(tmp_path, synth, ray_local):
     for name in ("cuts.mp4", "good.mp4", "zero.mp4"):
         shutil.copy(synth[name], folder / name)
     common = {"motion_backend": "none", "caption_model": "none", "input_cache_dir": str(tmp_path / "cache")}
-    run_curate(build_config({}, {"inputs": ["file://" + str(folder)], "out": str(tmp_path / "remote"), **common}), show_progress=False)
+    run_curate(
+        build_config({}, {"inputs": ["file://" + str(folder)], "out": str(tmp_path / "remote"), **common}), show_progress=False
+    )
     run_curate(build_config({}, {"inputs": [str(folder)], "out": str(tmp_path / "local"), **common}), show_progress=False)
 
     def outcome(out):

@@ -26,7 +26,9 @@ def test_parts_commit_atomically_and_offsets_point_at_the_video(tmp_path):
     w = shards.ShardWriter(str(tmp_path), max_clips=2)
     w.add(rec(0), b"video-0")
     # Nothing visible until the part is committed.
-    assert os.listdir(tmp_path / "index") == [] and not any(n.endswith(".tar") and not n.startswith(".") for n in os.listdir(tmp_path / "shards"))
+    assert os.listdir(tmp_path / "index") == [] and not any(
+        n.endswith(".tar") and not n.startswith(".") for n in os.listdir(tmp_path / "shards")
+    )
     w.add(rec(1), b"video-1" * 100)
     w.add(rec(2, ok=False))
     w.close()

@@ -13,11 +13,11 @@ import time
 from collections import Counter
 
 import pytest
+from terminal import ROOT, Terminal, kvid, kvid_env
 
 from curate import schema, shards, synthetic
 from pipelines.config import build_config
 from pipelines.curate import run_curate
-from terminal import ROOT, Terminal, kvid, kvid_env
 
 OFFLINE = ["--motion-backend", "dis", "--caption-model", "none"]
 
