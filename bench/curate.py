@@ -25,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import machine_info  # noqa: E402
 
 from curate import shards, synthetic  # noqa: E402
 from curate.frames import as_file  # noqa: E402
@@ -177,12 +179,7 @@ def main() -> None:
         suffix = "" if args.long_seconds == 60.0 else f"-{args.long_seconds:g}s"
         dest = ROOT / "bench" / "results" / f"curate-{platform.node() or 'host'}{suffix}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        }
-        dest.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        dest.write_text(json.dumps({"meta": machine_info(), "results": results}, indent=2))
         print(f"saved {dest}")
 
 

@@ -32,20 +32,19 @@ import csv
 import glob
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from e2e_corpus import build_corpus, score_clips  # noqa: E402
+from machine import machine_info  # noqa: E402
 
 DEFAULT_SCRATCH = Path("/work/scratch13b")
 CONTENDERS = ("kvid", "naive", "v2d")
@@ -207,11 +206,7 @@ def machine(args) -> dict:
         except (OSError, IndexError):
             return None
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_avg_start": os.getloadavg(),
+        **machine_info(),
         "kvid_root": str(args.kvid_root),
         "kvid_commit": first_line(["git", "log", "-1", "--format=%h %s"]),
         "ffmpeg": first_line(["ffmpeg", "-version"]),

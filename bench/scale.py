@@ -23,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from machine import machine_info  # noqa: E402
 
 from curate import synthetic  # noqa: E402
 from pipelines.testing import LocalCluster  # noqa: E402
@@ -138,12 +140,7 @@ def main() -> None:
     if args.save:
         dest = ROOT / "bench" / "results" / f"scale-{platform.node() or 'host'}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        }
-        dest.write_text(json.dumps({"meta": meta, **result}, indent=2))
+        dest.write_text(json.dumps({"meta": machine_info(), **result}, indent=2))
         print(f"saved {dest}")
 
 

@@ -269,64 +269,60 @@ TRANSNET_MEMORY = 512 * 2**20  # added to an analysis that runs TransNetV2
 TRANSCODE_MEMORY = 768 * 2**20  # one decode + one x264 encode, up to 1080p
 
 
-class PlanStage(Stage):
+class _CurateStage(Stage):
+    """A stateless curate stage: each row maps to zero or more rows (``one``)."""
+
+    def __init__(self, params: CurateParams):
+        self.params = params
+
+    def process(self, rows: list[Row]) -> list[Row]:
+        return [out for row in rows for out in self.one(row)]
+
+    def one(self, row: Row) -> list[Row]:
+        raise NotImplementedError
+
+
+class PlanStage(_CurateStage):
     """``{"todo": {"source", "done_units"}}`` -> one row per unit of work still to do
     (``{"unit": WorkUnit}``), or the source's reject row."""
 
     name = schema.STAGE_PROBE
     resources = Resources(cpus=0.5, memory_bytes=PLAN_MEMORY)
 
-    def __init__(self, params: CurateParams):
-        self.params = params
-
-    def process(self, rows: list[Row]) -> list[Row]:
-        out: list[Row] = []
-        for row in rows:
-            todo = row["todo"]
-            units, rejects = plan_source(todo["source"], self.params, frozenset(todo["done_units"]))
-            out += [rec.to_row() for rec in rejects] + [{"unit": unit} for unit in units]
-        return out
+    def one(self, row: Row) -> list[Row]:
+        todo = row["todo"]
+        units, rejects = plan_source(todo["source"], self.params, frozenset(todo["done_units"]))
+        return [rec.to_row() for rec in rejects] + [{"unit": unit} for unit in units]
 
 
-class AnalyzeStage(Stage):
+class AnalyzeStage(_CurateStage):
     """A unit -> its scene rows: kept scenes carry their unit on to the transcode."""
 
     name = schema.STAGE_SCENES
     resources = Resources(cpus=1, memory_bytes=ANALYZE_MEMORY)
 
     def __init__(self, params: CurateParams):
-        self.params = params
+        super().__init__(params)
         if params.analysis.uses_transnet:  # TransNetV2: torch, the model and 48x27 copies of every frame
             self.resources = Resources(cpus=1, memory_bytes=ANALYZE_MEMORY + TRANSNET_MEMORY)
 
-    def process(self, rows: list[Row]) -> list[Row]:
-        out: list[Row] = []
-        for row in rows:
-            unit = row.get("unit")
-            if unit is None:
-                out.append(row)  # a reject from planning: pass it on
-                continue
-            out += [{**rec.to_row(), "unit": unit} if rec.ok else rec.to_row() for rec in analyze_work_unit(unit, self.params)]
-        return out
+    def one(self, row: Row) -> list[Row]:
+        unit = row.get("unit")
+        if unit is None:
+            return [row]  # a reject from planning: pass it on
+        return [{**rec.to_row(), "unit": unit} if rec.ok else rec.to_row() for rec in analyze_work_unit(unit, self.params)]
 
 
-class TranscodeStage(Stage):
+class TranscodeStage(_CurateStage):
     """A kept scene -> its clip (``"mp4"``): the only encode, for scenes every filter kept."""
 
     name = schema.STAGE_TRANSCODE
     resources = Resources(cpus=1, memory_bytes=TRANSCODE_MEMORY)
 
-    def __init__(self, params: CurateParams):
-        self.params = params
-
-    def process(self, rows: list[Row]) -> list[Row]:
-        out: list[Row] = []
-        for row in rows:
-            unit = row.pop("unit", None)
-            if unit is None:
-                out.append(row)
-                continue
-            rec = ClipRecord.from_row(row)
-            mp4 = transcode_record(rec, unit.info, self.params)
-            out.append({**rec.to_row(), "mp4": mp4})
-        return out
+    def one(self, row: Row) -> list[Row]:
+        unit = row.pop("unit", None)
+        if unit is None:
+            return [row]  # a reject: pass it on
+        rec = ClipRecord.from_row(row)
+        mp4 = transcode_record(rec, unit.info, self.params)
+        return [{**rec.to_row(), "mp4": mp4}]

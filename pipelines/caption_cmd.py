@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.config import ConfigError
+from pipelines.rewrite import add_folder_flags
 
 EPILOG = """\
 examples:
@@ -24,38 +25,22 @@ not in the local cache stops the run at start with that advice.
 """
 
 
+CAPTION_KEYS = ("caption_model", "caption_prompt", "caption_frames", "caption_max_new_tokens", "caption_batch_size",
+                "caption_device", "caption_workers")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Caption (or recaption) the clips of a curated folder with a video VLM."
     parser.epilog = EPILOG
-    parser.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
-    parser.add_argument(
-        "--model", "--caption-model", dest="caption_model", required=True, help="hub id or local folder of the VLM"
-    )
-    parser.add_argument(
-        "--prompt", "--caption-prompt", dest="caption_prompt", help="template name (detailed, short, camera) or text"
-    )
-    parser.add_argument("--frames", "--caption-frames", dest="caption_frames", help="frames sampled per clip (default 8)")
-    parser.add_argument(
-        "--max-new-tokens", "--caption-max-new-tokens", dest="caption_max_new_tokens", help="caption length limit (default 128)"
-    )
-    parser.add_argument(
-        "--batch-size", "--caption-batch-size", dest="caption_batch_size", help="clips per generation batch (default 8)"
-    )
-    parser.add_argument("--device", "--caption-device", dest="caption_device", help="auto, cpu or cuda")
-    parser.add_argument("--workers", "--caption-workers", dest="caption_workers", help="caption actors (default: GPUs, else 1)")
-    parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster address (default: a local Ray)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
+    add_folder_flags(parser, "caption_", CAPTION_KEYS, required=("caption_model",))
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.graph import add_stages, model_stages, on_cluster
     from pipelines.preflight import preflight
     from pipelines.rewrite import folder_config, rewrite
 
-    keys = ("caption_model", "caption_prompt", "caption_frames", "caption_max_new_tokens", "caption_batch_size",
-            "caption_device", "caption_workers", "ray_address")
     # Motion is not redone here: the model check must not load RAFT.
-    cfg = folder_config(args.dir, args, keys, motion_backend="none")
+    cfg = folder_config(args.dir, args, (*CAPTION_KEYS, "ray_address"), motion_backend="none")
     if not cfg.caption_enabled:
         raise ConfigError("--model none would remove the captions; give a model id or folder")
     preflight(cfg)

@@ -24,6 +24,7 @@ from curate import shards
 from curate.dedup import DedupStage, MatchParams, find_duplicates, groups_of, mark_duplicate
 from pipelines import rows as R
 from pipelines.config import CurateConfig
+from pipelines.rewrite import add_folder_flags
 
 INDEX_COLUMNS = ["clip_id", "signature", "duration_s", "width", "height"]
 
@@ -72,15 +73,8 @@ _KEYS = ("dedup_max_distance", "dedup_max_offset_s", "dedup_min_overlap", "ray_a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Find near-duplicate clips in a curated folder and reject all but one of each group."
     parser.epilog = EPILOG
-    parser.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
-    for name in _KEYS[:-1]:  # --max-distance or --dedup-max-distance, like the curate flag
-        field = CurateConfig.model_fields[name]
-        parser.add_argument("--" + name.removeprefix("dedup_").replace("_", "-"), "--" + name.replace("_", "-"),
-                            dest=name, metavar=name.upper(),
-                            help=f"{field.description} (default: the folder's, else {field.default})")
-    parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster address (default: a local Ray)")
+    add_folder_flags(parser, "dedup_", _KEYS[:-1])
     parser.add_argument("--dry-run", action="store_true", help="print the groups; change nothing")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def mark_duplicates_op(row: dict[str, Any], duplicates: dict[str, str]) -> dict[str, Any]:

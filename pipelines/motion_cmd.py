@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.config import ConfigError
+from pipelines.rewrite import add_folder_flags
 
 EPILOG = """\
 examples:
@@ -24,26 +25,17 @@ percentiles of the folder's clips, in the folder's units (backend, px/frame at s
 """
 
 
+RECOMPUTE_KEYS = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device",
+                  "motion_workers")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Motion scores on curated folders: recompute them, or derive generation levels."
     parser.epilog = EPILOG
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = sub.add_parser("recompute", help="recompute motion scores of a curated folder (no re-encode)")
-    p.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
-    p.add_argument(
-        "--backend", "--motion-backend", dest="motion_backend", help="raft (= raft_large), raft_small, dis or farneback"
-    )
-    p.add_argument(
-        "--size", "--motion-size", dest="motion_size", help="short side in px the flow is computed at (default: the folder's)"
-    )
-    p.add_argument("--stride", "--motion-stride", dest="motion_stride", help="use every k-th frame pair")
-    p.add_argument("--batch-size", "--motion-batch-size", dest="motion_batch_size", help="frame pairs per flow batch")
-    p.add_argument("--weights", "--motion-weights", dest="motion_weights", help="local RAFT .pth weights")
-    p.add_argument("--device", "--motion-device", dest="motion_device", help="auto, cpu or cuda")
-    p.add_argument("--workers", "--motion-workers", dest="motion_workers", help="motion actors (default: GPUs, else 1)")
-    p.add_argument("--ray-address", dest="ray_address", help="Ray cluster address (default: a local Ray)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_folder_flags(p, "motion_", RECOMPUTE_KEYS)
 
     p = sub.add_parser("levels", help="write DIR/motion_levels.json (low/medium/high percentiles)")
     p.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
@@ -56,9 +48,7 @@ def recompute(args: argparse.Namespace) -> int:
     from pipelines.graph import add_stages, model_stages, on_cluster
     from pipelines.rewrite import folder_config, rewrite
 
-    keys = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device",
-            "motion_workers", "ray_address")
-    cfg = folder_config(args.dir, args, keys, caption_model="none")  # captions are kept as they are
+    cfg = folder_config(args.dir, args, (*RECOMPUTE_KEYS, "ray_address"), caption_model="none")  # captions are kept as they are
     if not cfg.motion_enabled:
         raise ConfigError("--backend none would remove the scores; pick raft, raft_small, dis or farneback")
     from pipelines.preflight import preflight

@@ -54,6 +54,21 @@ def folder_config(out_dir: str, args, keys: tuple[str, ...], **forced) -> Curate
     return build_config(cfg.model_dump(), {**updates, **forced}, origin="command line")
 
 
+def add_folder_flags(parser, prefix: str, keys: tuple[str, ...], required: tuple[str, ...] = ()) -> None:
+    """The flags of a command that rewrites a curated folder: DIR, then one flag per config
+    key, as ``--size`` and ``--motion-size`` (the `kvid curate` spelling) with the config's own
+    help, then --ray-address and -q. Unset flags keep the folder's values."""
+    parser.add_argument("dir", metavar="DIR", help="output folder of `kvid curate`")
+    for key in keys:
+        field = CurateConfig.model_fields[key]
+        short, long = "--" + key.removeprefix(prefix).replace("_", "-"), "--" + key.replace("_", "-")
+        default = "" if key in required else " (default: the folder's)"
+        parser.add_argument(short, long, dest=key, metavar=key.upper(), required=key in required,
+                            help=f"{field.description}{default}")
+    parser.add_argument("--ray-address", dest="ray_address", help="Ray cluster address (default: a local Ray)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def _prepare_next(out_dir: str, what: dict) -> str:
     """OUT/.next for this rewrite: reused when it holds the same rewrite, else started over."""
     nxt = shards.next_version_dir(out_dir)

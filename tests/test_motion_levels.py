@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 
 from curate import schema
-from motion import (
-    LEVELS_FILE,
-    MotionLevelsError,
-    collect_scores,
-    compute_levels,
-    read_levels,
-    write_levels,
-)
+from motion import LEVELS_FILE, MotionLevelsError, collect_scores, compute_levels, read_levels, write_levels
 
 
 def test_percentiles_computed_right():
