@@ -302,6 +302,19 @@ class CurateConfig(BaseModel):
         the size is left out when motion is off (there are no scores)."""
         return motion_units(self.model_dump())
 
+    def params_of(self, params: type, **keys: str):
+        """A stage's parameter dataclass from this config: each of its fields from the config
+        key of the same name (or the one named in ``keys``); fields the config has no key for
+        keep their dataclass default. So --min-fps is FilterParams.min_fps, under one name."""
+        import dataclasses
+
+        given = {}
+        for f in dataclasses.fields(params):
+            key = keys.get(f.name, f.name)
+            if key in type(self).model_fields:
+                given[f.name] = getattr(self, key)
+        return params(**given)
+
     def curate_params(self) -> CurateParams:
         return CurateParams(
             analysis=AnalysisParams(
@@ -324,22 +337,8 @@ class CurateConfig(BaseModel):
                     text=TextParams(self.text_filter, self.max_text_area, self.text_frames),
                 ),
             ),
-            filters=FilterParams(
-                min_duration_s=self.min_duration_s,
-                min_area=self.min_area,
-                min_side=self.min_side,
-                min_fps=self.min_fps,
-                max_fps=self.max_fps,
-                max_side=self.max_side,
-            ),
-            transcode=TranscodeParams(
-                fps=self.fps,
-                max_short_side=self.max_short_side,
-                codec=self.codec,
-                crf=self.crf,
-                preset=self.preset,
-                threads=self.ffmpeg_threads,
-            ),
+            filters=self.params_of(FilterParams),
+            transcode=self.params_of(TranscodeParams, threads="ffmpeg_threads"),
             chunk_s=self.chunk_s,
             reject_decode_errors=self.reject_decode_errors,
             probe_timeout_s=self.probe_timeout_s,
