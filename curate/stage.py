@@ -1,7 +1,7 @@
 """The stage interface: one class per job of the pipeline, runnable without Ray.
 
 A stage declares what one of its workers needs (``resources``), how many rows it takes per
-call (``batch_size``) and whether it holds a model (``stateful``: loaded once per worker in
+call (``rows_per_call``) and whether it holds a model (``stateful``: loaded once per worker in
 ``setup()``, so the adapter runs it as an actor pool; otherwise as tasks). ``process`` maps
 rows to rows. A row is a clip record as a dict (``curate/schema.py``'s columns) plus what
 travels beside it: ``"mp4"`` (the clip's bytes) and stage-to-stage items such as ``"unit"``
@@ -34,7 +34,7 @@ class Stage:
     name: ClassVar[str] = "stage"
     stateful: ClassVar[bool] = False  # holds a model: an actor pool, setup() once per actor
     resources: Resources = Resources()
-    batch_size: int = 1
+    rows_per_call: int = 1  # not ``batch_size``: a stage may batch its own work (frame pairs, say)
     workers: int | None = None  # actors of a stateful stage (None: the adapter's default)
 
     def setup(self) -> None:

@@ -54,7 +54,7 @@ def add_stage(ds, stage: Stage, concurrency: int | None = None):
     """``ds`` with ``stage`` applied; ``concurrency`` caps the parallel tasks of a stateless stage."""
     import ray
 
-    common = {"batch_size": stage.batch_size, "batch_format": "pyarrow", **ray_args(stage)}
+    common = {"batch_size": stage.rows_per_call, "batch_format": "pyarrow", **ray_args(stage)}
     if stage.stateful:
         return ds.map_batches(StageActor, fn_constructor_kwargs={"stage": stage},
                               compute=ray.data.ActorPoolStrategy(size=stage.workers or 1), **common)

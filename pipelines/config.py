@@ -302,18 +302,14 @@ class CurateConfig(BaseModel):
         the size is left out when motion is off (there are no scores)."""
         return motion_units(self.model_dump())
 
-    def params_of(self, params: type, **keys: str):
-        """A stage's parameter dataclass from this config: each of its fields from the config
-        key of the same name (or the one named in ``keys``); fields the config has no key for
-        keep their dataclass default. So --min-fps is FilterParams.min_fps, under one name."""
-        import dataclasses
-
-        given = {}
-        for f in dataclasses.fields(params):
-            key = keys.get(f.name, f.name)
-            if key in type(self).model_fields:
-                given[f.name] = getattr(self, key)
-        return params(**given)
+    def args_for(self, target: type, prefix: str = "", **keys: str | None) -> dict:
+        """The keyword arguments of ``target`` (a stage or its parameter dataclass) that this
+        config sets: each parameter from the config key ``prefix + name`` (or the key named in
+        ``keys``, None for none); parameters the config has no key for keep their own default. So --min-fps is
+        FilterParams.min_fps and --motion-size is MotionStage(size=...), each under one name."""
+        fields = type(self).model_fields
+        wanted = {name: keys.get(name, prefix + name) for name in inspect.signature(target).parameters}
+        return {name: getattr(self, key) for name, key in wanted.items() if key is not None and key in fields}
 
     def curate_params(self) -> CurateParams:
         return CurateParams(
@@ -337,8 +333,8 @@ class CurateConfig(BaseModel):
                     text=TextParams(self.text_filter, self.max_text_area, self.text_frames),
                 ),
             ),
-            filters=self.params_of(FilterParams),
-            transcode=self.params_of(TranscodeParams, threads="ffmpeg_threads"),
+            filters=FilterParams(**self.args_for(FilterParams)),
+            transcode=TranscodeParams(**self.args_for(TranscodeParams, threads="ffmpeg_threads")),
             chunk_s=self.chunk_s,
             reject_decode_errors=self.reject_decode_errors,
             probe_timeout_s=self.probe_timeout_s,

@@ -44,17 +44,15 @@ def motion_stage(cfg: CurateConfig):
     from motion.stage import MotionStage
 
     on_gpu = cfg.motion_device.startswith("cuda")
-    stage = MotionStage(
-        backend=cfg.motion_backend,
-        size=cfg.motion_size,
-        stride=cfg.motion_stride,
-        batch_size=cfg.motion_batch_size,
-        device=cfg.motion_device,
-        weights=cfg.motion_weights or "default",
-        num_cpus=actor_cpus(4 if on_gpu else 1) if _ray_running() else None,
-    )
+    stage = MotionStage(**{
+        # backend, size, stride, batch_size, device, weights; motion_workers is the actor count,
+        # not the stage's OpenCV threads
+        **cfg.args_for(MotionStage, "motion_", workers=None),
+        "weights": cfg.motion_weights or "default",  # no file given: torchvision's download
+        "num_cpus": actor_cpus(4 if on_gpu else 1) if _ray_running() else None,
+    })
     # Each call gets several clips, so frame pairs batch across clips.
-    stage.batch_size = 8 if on_gpu else 2
+    stage.rows_per_call = 8 if on_gpu else 2
     stage.workers = _pool_size(cfg.motion_workers, on_gpu, cluster_cpus() // 4 if _ray_running() else 1)
     return stage
 
@@ -65,19 +63,14 @@ def caption_prep_stage(cfg: CurateConfig):
 
     # Frames are sampled at the size the model's processor works at.
     side = inspect_model(cfg.caption_model, check_weights=False).frame_short_side
-    return CaptionPrepStage(num_frames=cfg.caption_frames, short_side=side, batch_size=1)
+    return CaptionPrepStage(num_frames=cfg.caption_frames, short_side=side)
 
 
 def caption_stage(cfg: CurateConfig):
     from caption.stage import CaptionStage
 
-    stage = CaptionStage(
-        model=cfg.caption_model,
-        prompt=cfg.caption_prompt,
-        max_new_tokens=cfg.caption_max_new_tokens,
-        batch_size=cfg.caption_batch_size,
-        device=cfg.caption_device,
-    )
+    stage = CaptionStage(**cfg.args_for(CaptionStage, "caption_"))  # model, prompt, batch_size, max_new_tokens, device
+    stage.rows_per_call = stage.batch_size  # one generation batch per call
     stage.workers = _pool_size(cfg.caption_workers, cfg.caption_device.startswith("cuda"), 1)
     return stage
 

@@ -20,7 +20,7 @@ class AssignedResources(Stage):
         self.resources = resources
         self.stateful = stateful  # type: ignore[misc]
         self.workers = 2
-        self.batch_size = 2
+        self.rows_per_call = 2
         self.setups = 0
 
     def setup(self) -> None:
@@ -49,7 +49,7 @@ def test_ray_gets_exactly_what_a_stage_declares(ray_local, stateful):
     assert len(out) == 6
     assert {float(cpu) for cpu, *_ in out} == {0.5}  # what it declared, not Ray's default of 1
     assert {float(gpu) for _, gpu, *_ in out} == {0.0}
-    assert all(int(n) <= stage.batch_size for *_, n in out)
+    assert all(int(n) <= stage.rows_per_call for *_, n in out)
     if stateful:
         # An actor pool of the declared size; setup() ran once in each actor before its batches.
         pids = {pid for *_, pid, _ in out}
@@ -68,3 +68,17 @@ def test_curate_stages_declare_their_resources():
     # Different memory requests keep Ray from fusing analysis and transcode into one task.
     assert len({s.resources.memory_bytes for s in (plan, analyze, transcode)}) == 3
     assert ray_args(transcode)["num_cpus"] == 1 and ray_args(transcode)["memory"] == transcode.resources.memory_bytes
+
+
+def test_model_stages_take_their_settings_from_the_config():
+    """Each stage setting comes from the config key of its name, and the rows a call takes
+    (the adapter's batch) never overwrite a stage's own batch (frame pairs, clips)."""
+    from pipelines.config import CurateConfig
+    from pipelines.graph import caption_stage, motion_stage
+
+    cfg = CurateConfig(motion_backend="dis", motion_size=128, motion_stride=2, motion_batch_size=7, caption_batch_size=3)
+    motion = motion_stage(cfg)
+    assert (motion.backend_name, motion.size, motion.stride, motion.batch_size) == ("dis", 128, 2, 7)
+    assert motion.stateful and motion.rows_per_call == 2 and motion.workers >= 1
+    caption = caption_stage(cfg)
+    assert caption.batch_size == 3 == caption.rows_per_call and caption.model == cfg.caption_model
