@@ -35,10 +35,6 @@ def _run(stage: Stage, batch) -> dict[str, list]:
     return R.dicts_to_batch(out)
 
 
-def _run_task(batch, stage: Stage) -> dict[str, list]:
-    return _run(stage, batch)
-
-
 class StageActor:
     """One long-lived worker of a stateful stage: ``setup()`` once, then batches."""
 
@@ -55,8 +51,16 @@ def add_stage(ds, stage: Stage, concurrency: int | None = None):
     import ray
 
     common = {"batch_size": stage.rows_per_call, "batch_format": "pyarrow", **ray_args(stage)}
+    # Ray names an operator, and the processes that run it (`ray::MapBatches(transcode)` in
+    # ps and the dashboard), after its function or class: name them after the stage.
     if stage.stateful:
-        return ds.map_batches(StageActor, fn_constructor_kwargs={"stage": stage},
+        actor = type(stage.name, (StageActor,), {})
+        return ds.map_batches(actor, fn_constructor_kwargs={"stage": stage},
                               compute=ray.data.ActorPoolStrategy(size=stage.workers or 1), **common)
+
+    def run_stage(batch, stage: Stage = stage) -> dict[str, list]:
+        return _run(stage, batch)
+
+    run_stage.__name__ = run_stage.__qualname__ = stage.name
     compute = ray.data.TaskPoolStrategy(size=concurrency) if concurrency else None
-    return ds.map_batches(_run_task, fn_kwargs={"stage": stage}, compute=compute, **common)
+    return ds.map_batches(run_stage, compute=compute, **common)

@@ -42,9 +42,12 @@ class CurateInterrupted(KeyboardInterrupt):
 def check_output_folder(out: str) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out {out} is a file, not a folder: pass a new or existing folder")
+    # Walk up to the first folder that exists: a file on the way cannot hold the output.
     parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"--out {out}: its parent folder {parent} does not exist")
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
 
 
 @contextlib.contextmanager

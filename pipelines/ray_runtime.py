@@ -101,34 +101,42 @@ def ray_session(cfg: CurateConfig, log_dir: str):
                 ray.shutdown()
 
 
+_terminal_stream = None  # this process's own stderr, on a file descriptor of its own (see below)
+
+
 @contextlib.contextmanager
 def _native_stderr_to(path: str | None):
+    """File descriptor 2 goes to ``path`` for the block; Python's sys.stderr (our messages,
+    logs, the progress bar) keeps writing where it did, through a descriptor of its own. That
+    stream is never closed: loggers Ray sets up meanwhile keep it and may write after the
+    block (a late error of Ray Data's executor thread)."""
+    global _terminal_stream
     if path is None:
         yield
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sys.stderr.flush()
-    terminal = os.dup(2)
+    if _terminal_stream is None:
+        _terminal_stream = open(os.dup(2), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",  # noqa: SIM115
+                                errors="backslashreplace")
+    saved = os.dup(2)
     log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     old = sys.stderr
-    ours = open(terminal, "w", buffering=1, encoding=getattr(old, "encoding", None) or "utf-8",  # noqa: SIM115
-                errors="backslashreplace", closefd=False)
     moved = [h for h in logging.root.handlers if isinstance(h, logging.StreamHandler) and h.stream is old]
-    sys.stderr = ours
+    sys.stderr = _terminal_stream
     for h in moved:
-        h.setStream(ours)
+        h.setStream(_terminal_stream)
     try:
         yield
     finally:
-        ours.flush()
+        _terminal_stream.flush()
         sys.stderr = old
         for h in moved:
             h.setStream(old)
-        os.dup2(terminal, 2)
-        os.close(terminal)
-        ours.close()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _undo_colorama() -> None:

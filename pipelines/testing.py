@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 def processes(*needles: str) -> list[int]:
-    """PIDs whose command line contains every needle (Ray workers show e.g. 'ray::Map(transcode_op)')."""
+    """PIDs whose command line contains every needle (Ray workers show e.g. 'ray::MapBatches(transcode)')."""
     pids = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():

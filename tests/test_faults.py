@@ -183,7 +183,7 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, cluster_inputs, ref
     killed = []
     deadline = time.monotonic() + 120
     while not killed and time.monotonic() < deadline and proc.poll() is None:
-        pids = processes("ray::Map(transcode_op)")
+        pids = processes("ray::MapBatches(transcode)")
         if pids:
             time.sleep(0.5)  # let it get into its ffmpeg work
             kill(pids[:1])
@@ -220,7 +220,7 @@ def test_killed_node_loses_and_duplicates_nothing(cluster, cluster_inputs, refer
     deadline = time.monotonic() + 120
     raylets = []
     while not raylets and time.monotonic() < deadline and proc.poll() is None:
-        if processes("ray::Map(transcode_op)"):
+        if processes("ray::MapBatches(transcode)"):
             raylets = cluster.node_raylets(2)
             time.sleep(1.0)
         time.sleep(0.1)

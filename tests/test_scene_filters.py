@@ -209,5 +209,5 @@ def test_report_counts_filters_and_shows_rejected_scenes_from_the_source(videos,
     assert summary["counts"]["text"] == {"measured": 1, "rejected": 0}
     assert sum(c for _, _, c in summary["hist"]["still.mean_diff (all scenes)"]) == 2  # cheap stats: every row
     page = _html_scene_filters(str(tmp_path), summary, rejects, thumbs=3)
-    assert "flat" in page and "reject-" in page  # a thumbnail strip of the rejected scene, cut from its source
-    assert (tmp_path / "report_thumbs" / f"reject-{rejects[0]['clip_id']}.jpg").stat().st_size > 0
+    assert "flat" in page and "frame-" in page  # a frame of the rejected scene, cut from its source
+    assert (tmp_path / "report_thumbs" / f"frame-{rejects[0]['clip_id']}.jpg").stat().st_size > 0
