@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -57,23 +58,23 @@ def needs_caption(row: dict, model: str, prompt_hash: str) -> bool:
     )
 
 
+@dataclass(kw_only=True)
 class CaptionPrepStage(Stage):
-    """CPU: decode a clip once and sample its caption frames. No model, no GPU."""
+    """CPU: decode a clip once and sample its caption frames (``num_frames`` of them, or
+    ``fps`` per second, at most ``max_frames``), short side ``short_side``. No model, no GPU."""
 
-    name = "caption_prep"
-    resources = Resources(cpus=1)
+    name: ClassVar[str] = "caption_prep"
+    resources: ClassVar[Resources] = Resources(cpus=1)
 
-    def __init__(
-        self,
-        *,
-        num_frames: int | None = 8,
-        fps: float | None = None,
-        max_frames: int = DEFAULT_MAX_FRAMES,
-        short_side: int | None = 336,
-        decode_timeout: float = 120.0,
-        threads: int = 1,
-        batch_size: int = 16,
-    ):
+    num_frames: int | None = 8
+    fps: float | None = None
+    max_frames: int = DEFAULT_MAX_FRAMES
+    short_side: int | None = 336
+    decode_timeout: float = 120.0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        num_frames, fps, short_side = self.num_frames, self.fps, self.short_side
         if num_frames is not None and fps is not None:
             raise ValueError("caption frames: give num_frames or fps, not both")
         if num_frames is None and fps is None:
@@ -84,13 +85,6 @@ class CaptionPrepStage(Stage):
             raise ValueError(f"caption fps must be > 0, got {fps}")
         if short_side is not None and short_side < 16:
             raise ValueError(f"caption frame short side must be >= 16 px, got {short_side}")
-        self.num_frames = num_frames
-        self.fps = fps
-        self.max_frames = max_frames
-        self.short_side = short_side
-        self.decode_timeout = decode_timeout
-        self.threads = threads
-        self.batch_size = batch_size
 
     def sample(self, row: dict) -> ClipFrames:
         video = row.get("mp4")

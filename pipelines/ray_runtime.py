@@ -55,6 +55,7 @@ def init_ray(cfg: CurateConfig):
     import ray
 
     if ray.is_initialized():
+        quiet_ray_data()
         return ray
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
