@@ -348,7 +348,7 @@ def main() -> None:
     for key, r in ratios.items():
         print(f"{key:<24} {r['of_medians']:.2f}x (median of per-round ratios {r['median_per_round']:.2f}x;"
               f" {r['per_round']})")
-    print(f"machine: {meta['host']} ({meta['cpus']} CPUs), load average {meta['load_avg_start'][0]:.1f} -> "
+    print(f"machine: {meta['host']} ({meta['cpus']} CPUs), load average {meta['load_avg'][0]:.1f} -> "
           f"{meta['load_avg_end'][0]:.1f}; kvid {meta['kvid_commit']}")
     print("goal (issue 13): naive/kvid >= 2 and v2d/kvid > 1 at equal settings, with fewer bad clips")
     save(complete=True)
