@@ -262,7 +262,8 @@ def _innermost(e: BaseException) -> BaseException:
 def _one_line(e: BaseException) -> str:
     inner = _innermost(e)
     text = (str(inner).strip().splitlines() or [""])[0][:300]
-    return text if isinstance(inner, RuntimeError) and type(inner) is RuntimeError else f"{type(inner).__name__}: {text}"
+    # kvid's own RuntimeErrors are messages for the user; anything else says what it is.
+    return text if type(inner) is RuntimeError else f"{type(inner).__name__}: {text}"
 
 
 def _traceback_note(e: BaseException) -> str:

@@ -54,12 +54,10 @@ OUTPUT_FIELDS = (
 MOTION_FIELDS = ("motion_backend", "motion_size")
 
 
-def default(params: type, name: str):
-    """A setting's default, read from the stage parameters that use it: each default is
-    written once, there (the config and the flags derive from it)."""
-    if params is ShardWriter:
-        return inspect.signature(ShardWriter).parameters[name].default
-    return params.__dataclass_fields__[name].default
+def shard_writer_default(name: str):
+    """A ShardWriter argument's default (defaults live once: in the stage parameters, read as
+    their class attributes, and here in the writer's signature)."""
+    return inspect.signature(ShardWriter).parameters[name].default
 
 
 class ConfigError(ValueError):
@@ -83,128 +81,128 @@ class CurateConfig(BaseModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (default: all)")
     workers: int | None = Field(None, ge=1, description="parallel analyse+transcode tasks (default: one per CPU)")
     ffmpeg_threads: int = Field(
-        default(TranscodeParams, "threads"),
+        TranscodeParams.threads,
         ge=0,
         description="threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)",
     )
 
     # Scene detection.
     scene_detector: Literal["content", "adaptive", "transnetv2"] = Field(
-        default(AnalysisParams, "detector"),
+        AnalysisParams.detector,
         description="content or adaptive (PySceneDetect), or transnetv2 (neural; also finds gradual transitions)",
     )
     scene_threshold: float | None = Field(
         None, gt=0, description="detector threshold (default: content 27, adaptive 3.0)"
     )
     min_scene_len_s: float = Field(
-        default(AnalysisParams, "min_scene_len_s"), ge=0, description="minimum scene length between cuts, seconds"
+        AnalysisParams.min_scene_len_s, ge=0, description="minimum scene length between cuts, seconds"
     )
     analysis_width: int = Field(
-        default(AnalysisParams, "analysis_width"), ge=32, description="frame width for scene detection (downscaled decode)"
+        AnalysisParams.analysis_width, ge=32, description="frame width for scene detection (downscaled decode)"
     )
 
     # Per-scene filters of the analysis decode (curate/scene_filters.py): statistics on every
     # scene row (scene_stats), decided before any encode; defaults live in their dataclasses.
     transitions: bool = Field(
-        default(AnalysisParams, "transitions"),
+        AnalysisParams.transitions,
         description="with a PySceneDetect detector, also find fades/dissolves/wipes with TransNetV2; their frames go to no clip",
     )
     transition_threshold: float = Field(
-        default(TransitionParams, "threshold"),
+        TransitionParams.threshold,
         gt=0,
         lt=1,
         description="TransNetV2 probability above which a frame is part of a transition",
     )
     transition_extend_threshold: float = Field(
-        default(TransitionParams, "extend_threshold"), gt=0, lt=1,
+        TransitionParams.extend_threshold, gt=0, lt=1,
         description="a transition extends over neighbouring frames above this probability (faint fade frames)",
     )
-    transnet_device: str = Field(default(TransitionParams, "device"), description="TransNetV2 device: auto, cpu, cuda or cuda:N")
+    transnet_device: str = Field(TransitionParams.device, description="TransNetV2 device: auto, cpu, cuda or cuda:N")
     static_filter: bool = Field(
-        default(StillParams, "enabled"), description="reject static scenes (a still image, a frozen video)"
+        StillParams.enabled, description="reject static scenes (a still image, a frozen video)"
     )
     frozen_diff: float = Field(
-        default(StillParams, "frozen_diff"),
+        StillParams.frozen_diff,
         ge=0,
         description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen",
     )
     min_frozen_run: int = Field(
-        default(StillParams, "min_frozen_run"), ge=1, description="consecutive near-identical frames that count as a freeze"
+        StillParams.min_frozen_run, ge=1, description="consecutive near-identical frames that count as a freeze"
     )
     max_frozen_fraction: float = Field(
-        default(StillParams, "max_frozen_fraction"), ge=0, le=1, description="reject a scene with more of its frames frozen"
+        StillParams.max_frozen_fraction, ge=0, le=1, description="reject a scene with more of its frames frozen"
     )
     min_mean_diff: float = Field(
-        default(StillParams, "min_mean_diff"), ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
+        StillParams.min_mean_diff, ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
     )
     flat_filter: bool = Field(
-        default(FlatParams, "enabled"), description="reject flat scenes (one colour, grey fields, sparse title cards)"
+        FlatParams.enabled, description="reject flat scenes (one colour, grey fields, sparse title cards)"
     )
     min_luma_spread: float = Field(
-        default(FlatParams, "min_luma_spread"),
+        FlatParams.min_luma_spread,
         ge=0,
         description="flat when the 5-95 percentile luma range (0-255) is under this ...",
     )
     min_colour_spread: float = Field(
-        default(FlatParams, "min_colour_spread"), ge=0, description="... and the chroma standard deviation is under this"
+        FlatParams.min_colour_spread, ge=0, description="... and the chroma standard deviation is under this"
     )
     text_filter: bool = Field(
-        default(TextParams, "enabled"),
+        TextParams.enabled,
         description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept",
     )
     max_text_area: float = Field(
-        default(TextParams, "max_text_area"),
+        TextParams.max_text_area,
         ge=0,
         le=1,
         description="reject scenes whose detected text covers more of the picture",
     )
-    text_frames: int = Field(default(TextParams, "frames"), ge=1, description="frames per scene measured for text")
+    text_frames: int = Field(TextParams.frames, ge=1, description="frames per scene measured for text")
 
     # Black borders.
-    crop_borders: bool = Field(default(AnalysisParams, "borders"), description="detect and crop letterbox/pillarbox bars")
+    crop_borders: bool = Field(AnalysisParams.borders, description="detect and crop letterbox/pillarbox bars")
     border_black_level: float = Field(
-        default(BorderParams, "black_level"), ge=0, le=255, description="mean luma at or below which a line is black"
+        BorderParams.black_level, ge=0, le=255, description="mean luma at or below which a line is black"
     )
-    border_min_px: int = Field(default(BorderParams, "min_border_px"), ge=0, description="bars thinner than this are kept")
+    border_min_px: int = Field(BorderParams.min_border_px, ge=0, description="bars thinner than this are kept")
     border_samples_per_s: float = Field(
-        default(AnalysisParams, "border_samples_per_s"), gt=0, description="full-resolution frames sampled per second for borders"
+        AnalysisParams.border_samples_per_s, gt=0, description="full-resolution frames sampled per second for borders"
     )
 
     # Filters (the statistic is stored on every row; the threshold decides).
-    min_duration_s: float = Field(default(FilterParams, "min_duration_s"), ge=0, description="drop scenes shorter than this")
-    min_area: int = Field(default(FilterParams, "min_area"), ge=0, description="drop clips with fewer pixels (after crop)")
-    min_side: int = Field(default(FilterParams, "min_side"), ge=0, description="drop clips with a side under this (after crop)")
-    min_fps: float = Field(default(FilterParams, "min_fps"), ge=0, description="drop sources below this frame rate")
-    max_fps: float = Field(default(FilterParams, "max_fps"), gt=0, description="reject sources above this frame rate as broken")
-    max_side: int = Field(default(FilterParams, "max_side"), gt=0, description="reject sources with a side above this as broken")
+    min_duration_s: float = Field(FilterParams.min_duration_s, ge=0, description="drop scenes shorter than this")
+    min_area: int = Field(FilterParams.min_area, ge=0, description="drop clips with fewer pixels (after crop)")
+    min_side: int = Field(FilterParams.min_side, ge=0, description="drop clips with a side under this (after crop)")
+    min_fps: float = Field(FilterParams.min_fps, ge=0, description="drop sources below this frame rate")
+    max_fps: float = Field(FilterParams.max_fps, gt=0, description="reject sources above this frame rate as broken")
+    max_side: int = Field(FilterParams.max_side, gt=0, description="reject sources with a side above this as broken")
 
     # Transcode.
-    fps: float = Field(default(TranscodeParams, "fps"), gt=0, description="output frame rate")
+    fps: float = Field(TranscodeParams.fps, gt=0, description="output frame rate")
     max_short_side: int = Field(
-        default(TranscodeParams, "max_short_side"), ge=16, description="scale down so the short side is at most this (never up)"
+        TranscodeParams.max_short_side, ge=16, description="scale down so the short side is at most this (never up)"
     )
-    codec: str = Field(default(TranscodeParams, "codec"), description="ffmpeg video encoder")
-    crf: int = Field(default(TranscodeParams, "crf"), ge=0, le=51, description="encoder quality (lower is better)")
-    preset: str = Field(default(TranscodeParams, "preset"), description="encoder speed preset")
+    codec: str = Field(TranscodeParams.codec, description="ffmpeg video encoder")
+    crf: int = Field(TranscodeParams.crf, ge=0, le=51, description="encoder quality (lower is better)")
+    preset: str = Field(TranscodeParams.preset, description="encoder speed preset")
 
     # Robustness.
     chunk_s: float = Field(
-        default(CurateParams, "chunk_s"), ge=0, description="analyse long sources in chunks of this many seconds (0 = never)"
+        CurateParams.chunk_s, ge=0, description="analyse long sources in chunks of this many seconds (0 = never)"
     )
     reject_decode_errors: bool = Field(
-        default(CurateParams, "reject_decode_errors"),
+        CurateParams.reject_decode_errors,
         description="reject scenes of a source part whose decode logged errors (corrupt/truncated data)",
     )
-    probe_timeout_s: float = Field(default(CurateParams, "probe_timeout_s"), gt=0, description="ffprobe timeout per file")
+    probe_timeout_s: float = Field(CurateParams.probe_timeout_s, gt=0, description="ffprobe timeout per file")
     decode_timeout_s: float = Field(
-        default(AnalysisParams, "timeout_s"), gt=0, description="decode timeout per unit, plus 2 s per second of video"
+        AnalysisParams.timeout_s, gt=0, description="decode timeout per unit, plus 2 s per second of video"
     )
     tmp_dir: str | None = Field(None, description="scratch folder for encoded clips (default: system temp)")
     input_cache_dir: str | None = Field(
         None, description="where each node keeps copies of URI sources (default: <system temp>/kvid-inputs)"
     )
     input_cache_gb: float = Field(
-        default(InputCache, "max_gb"), gt=0, description="size cap of that cache per node; least recently used copies go first"
+        InputCache.max_gb, gt=0, description="size cap of that cache per node; least recently used copies go first"
     )
 
     # Motion.
@@ -246,10 +244,10 @@ class CurateConfig(BaseModel):
     )
 
     # Shards.
-    shard_max_clips: int = Field(default(ShardWriter, "max_clips"), ge=1, description="clips per tar shard")
+    shard_max_clips: int = Field(shard_writer_default("max_clips"), ge=1, description="clips per tar shard")
     shard_max_mb: float = Field(1024.0, gt=0, description="video megabytes per tar shard")
     shard_max_open_s: float = Field(
-        default(ShardWriter, "max_open_s"), gt=0, description="commit an open shard after this many seconds"
+        shard_writer_default("max_open_s"), gt=0, description="commit an open shard after this many seconds"
     )
 
     @field_validator("motion_backend")

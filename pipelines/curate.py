@@ -159,7 +159,6 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
-        progress.close()
         with _signals_ignored():
             writer.close()  # the rows that arrived are finished work: commit them
             summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done, ray_start_s)
