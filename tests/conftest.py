@@ -28,6 +28,31 @@ def _offline():
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+class Killed(Exception):
+    """The driver died (stands in for SIGKILL: no clean-up of ours runs after it)."""
+
+
+@pytest.fixture
+def driver_dies_after_one_part(monkeypatch):
+    """The driver dies as it is about to commit its second part: one part is finished,
+    the rest is not. Done in the driver, not by stalling a Ray task, so it does not hang on
+    how Ray happens to schedule the other parts on a loaded machine. Call the value to
+    bring the driver back to life (for the resume)."""
+    from curate import shards
+
+    commit = shards.PartWriter.commit
+    commits: list[str] = []
+
+    def commit_then_die(self, *args, **kwargs):
+        if commits:
+            raise Killed("killed")
+        commits.append(self.name)
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(shards.PartWriter, "commit", commit_then_die)
+    return monkeypatch.undo
+
+
 @pytest.fixture(scope="session")
 def shared_videos() -> Path:
     if not (SHARED_VIDEOS / "testvideo.mp4").exists():
