@@ -156,6 +156,17 @@ def _materialize_random_(module: nn.Module, device: torch.device, dtype: torch.d
     return module.to(dtype=dtype)
 
 
+@dataclass
+class _Branch:
+    """One term of classifier-free guidance: its weight, its text context, how the model's
+    input is built from the current latent, and any per-branch model arguments."""
+
+    weight: float
+    context: PromptEmbeds
+    input_of: Callable[[torch.Tensor], torch.Tensor]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
 class KandinskyVideoPipeline:
     """Kandinsky Video 1.1 inference. Build with :func:`get_T2V_pipeline`, :meth:`from_official`,
     :meth:`from_pretrained` or :meth:`from_random`; call with a prompt (and optionally an image)."""
@@ -535,6 +546,32 @@ class KandinskyVideoPipeline:
             return embeds, self._null_context(embeds, null_embedding)
         return self._same_length(embeds, negative)
 
+    def _sample(
+        self,
+        stage: str,
+        x: torch.Tensor,
+        sched: DDPMScheduler,
+        branches: list[_Branch],
+        model: Callable[..., torch.Tensor],
+        generator: torch.Generator,
+        progress: bool,
+        timer: _Timer | None,
+    ) -> torch.Tensor:
+        """The guided sampling loop every stage shares: at each timestep, ``model(input, t,
+        context, mask, **kwargs)`` on each branch of non-zero weight, the weighted sum of the
+        outputs, one scheduler step."""
+        live = [b for b in branches if b.weight != 0]
+        record = timer.stages.setdefault(stage, {}) if timer else {}
+        for i, t in enumerate(_progress(sched.timesteps, stage.replace("_", " "), progress)):
+            tt = _scalar(t, self.device)
+            out = self._evaluate(
+                lambda s, c, m, **kw: model(s, tt, c, m, **kw),  # noqa: B023 (called at once, in this step)
+                [b.input_of(x) for b in live], [b.context for b in live], [b.weight for b in live],
+                [b.model_kwargs for b in live], record=record,
+            )
+            x = sched.step(out, i, x, generator=generator)
+        return x
+
     def _evaluate(
         self,
         model: Callable[..., torch.Tensor],
@@ -543,7 +580,6 @@ class KandinskyVideoPipeline:
         coefs: list[float],
         per_branch_kwargs: list[dict[str, Any]] | None = None,
         record: dict | None = None,
-        **kwargs: Any,
     ) -> torch.Tensor:
         """Run the model on every branch (batched in one forward unless ``batch_guidance`` is off)
         and return ``sum(coef_b * out_b)`` in fp32. Adds the U-Net calls and rows it ran to ``record``."""
@@ -556,10 +592,10 @@ class KandinskyVideoPipeline:
                 merged = {k: torch.cat([p[k] for p in per]) for k in per[0]}
                 ctx = torch.cat([c.context for c in contexts])
                 mask = torch.cat([c.mask for c in contexts])
-                out = model(torch.cat(inputs), ctx, mask, **merged, **kwargs).to(acc)
+                out = model(torch.cat(inputs), ctx, mask, **merged).to(acc)
                 outs = out.chunk(len(inputs))
             else:
-                outs = [model(x, c.context, c.mask, **p, **kwargs).to(acc) for x, c, p in zip(inputs, contexts, per)]
+                outs = [model(x, c.context, c.mask, **p).to(acc) for x, c, p in zip(inputs, contexts, per)]
         result = coefs[0] * outs[0]
         for c, o in zip(coefs[1:], outs[1:]):
             result = result + c * o
@@ -588,14 +624,9 @@ class KandinskyVideoPipeline:
             static = torch.zeros(1, unet.config.num_channels - shape[1], *shape[2:], device=dev)
             w = float(guidance_scale)
             # (w + 1) cond - w uncond; w = 0 needs the conditional branch only
-            branches = [(w + 1.0, cond)] + ([(-w, uncond)] if w != 0 else [])
-            coefs, ctxs = [b[0] for b in branches], [b[1] for b in branches]
-            rec = timer.stages.setdefault("first_frame", {}) if timer else {}
-            for i, t in enumerate(_progress(sched.timesteps, "first frame", progress)):
-                inp = torch.cat([x, static], dim=1)
-                tt = _scalar(t, dev)
-                eps = self._evaluate(lambda s, c, m, tt=tt: unet(s, tt, c, m), [inp] * len(ctxs), ctxs, coefs, record=rec)
-                x = sched.step(eps, i, x, generator=generator)
+            inp = lambda x: torch.cat([x, static], dim=1)  # noqa: E731
+            branches = [_Branch(w + 1.0, cond, inp), _Branch(-w, uncond, inp)]
+            x = self._sample("first_frame", x, sched, branches, unet, generator, progress, timer)
         return x
 
     def decode_image(self, latent: torch.Tensor) -> Image.Image:
@@ -650,23 +681,18 @@ class KandinskyVideoPipeline:
             no_image = torch.zeros_like(image_cond)
             text, null = self._branch_contexts(embeds, negative, unet.null_embedding)
             w_t, w_i = float(guidance_weight_prompt), float(guidance_weight_image)
+            with_image = lambda x: torch.cat([x, image_cond], dim=1)  # noqa: E731
+            without_image = lambda x: torch.cat([x, no_image], dim=1)  # noqa: E731
             # eps = (1 - w_I) u + (w_I - w_T) e_I + w_T e_TI
-            candidates = [(w_t, text, image_cond), (w_i - w_t, null, image_cond), (1.0 - w_i, null, no_image)]
-            branches = [b for b in candidates if b[0] != 0]
-            coefs = [b[0] for b in branches]
-            ctxs = [b[1] for b in branches]
-            statics = [b[2] for b in branches]
-            rec = timer.stages.setdefault("keyframes", {}) if timer else {}
+            branches = [_Branch(w_t, text, with_image), _Branch(w_i - w_t, null, with_image),
+                        _Branch(1.0 - w_i, null, without_image)]
             motion = _scalar(motion_score, dev) if unet.config.motion_score else None
             level = _scalar(noise_augmentation, dev) if unet.config.noise_augmentation else None
-            for i, t in enumerate(_progress(sched.timesteps, "keyframes", progress)):
-                inputs = [torch.cat([x, s], dim=1) for s in statics]
-                tt = _scalar(t, dev)
-                eps = self._evaluate(
-                    lambda s, cc, m, tt=tt: unet(s, tt, cc, m, num_frames=T, motion_score=motion, noise_level=level),
-                    inputs, ctxs, coefs, record=rec,
-                )
-                x = sched.step(eps, i, x, generator=generator)
+
+            def model(s, t, c, m):
+                return unet(s, t, c, m, num_frames=T, motion_score=motion, noise_level=level)
+
+            x = self._sample("keyframes", x, sched, branches, model, generator, progress, timer)
         return x
 
     def interpolate(
@@ -694,28 +720,21 @@ class KandinskyVideoPipeline:
             left, right = frames[:-1], frames[1:]
             text, null = self._branch_contexts(embeds, negative, iunet.null_embedding)
             g = float(guidance_scale)
-            ones, zeros = torch.ones(groups, device=dev), torch.zeros(groups, device=dev)
-            candidates = [
-                (g + 1.0, text, (left, right), ones),
-                (-g, null, (torch.zeros_like(left), torch.zeros_like(right)), zeros),
+            blank_left, blank_right = torch.zeros_like(left), torch.zeros_like(right)
+            # (g + 1) with the neighbouring keyframes and the text - g with neither
+            branches = [
+                _Branch(g + 1.0, text, lambda x: torch.cat([left, x, right], dim=1),
+                        {"temporal_mask": torch.ones(groups, device=dev)}),
+                _Branch(-g, null, lambda x: torch.cat([blank_left, x, blank_right], dim=1),
+                        {"temporal_mask": torch.zeros(groups, device=dev)}),
             ]
-            branches = [b for b in candidates if b[0] != 0]
-            coefs = [b[0] for b in branches]
-            ctxs = [b[1] for b in branches]
-            per = [{"temporal_mask": b[3]} for b in branches]
-            rec = timer.stages.setdefault(stage, {}) if timer else {}
             skip, perturbation = _scalar(skip_frames, dev), _scalar(0.0, dev)
-            for i, t in enumerate(_progress(sched.timesteps, stage, progress)):
-                inputs = [torch.cat([b[2][0], x, b[2][1]], dim=1) for b in branches]
-                tt = _scalar(t, dev)
-                v = self._evaluate(
-                    lambda s, cc, m, temporal_mask, tt=tt: iunet(
-                        s, tt, cc, m, num_groups=groups, skip_frames=skip, perturbation_time=perturbation,
-                        temporal_mask=temporal_mask,
-                    ),
-                    inputs, ctxs, coefs, per, record=rec,
-                )
-                x = sched.step(v, i, x, generator=generator)
+
+            def model(s, t, c, m, temporal_mask):
+                return iunet(s, t, c, m, num_groups=groups, skip_frames=skip, perturbation_time=perturbation,
+                             temporal_mask=temporal_mask)
+
+            x = self._sample(stage, x, sched, branches, model, generator, progress, timer)
         new = x.view(groups, out_ch // c, c, h, w)
         video = torch.empty(4 * n - 3, c, h, w, device=dev, dtype=x.dtype)
         video[0::4] = frames.to(x.dtype)
