@@ -38,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # caption.py would otherwise shadow the caption package.
 sys.path.insert(0, ROOT)
 
+from bench.gpu_parts import add_output_flags  # noqa: E402
 from caption.backends import FAMILIES, TransformersBackend, VLLMBackend, vllm_available  # noqa: E402
 from caption.prompts import get_template  # noqa: E402
 from caption.sampling import ClipFrames, sample_frame_indices  # noqa: E402
@@ -119,10 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: 1 for the tiny CPU model, whose ops are too small to "
                          "split; torch's default otherwise)")
-    ap.add_argument("--save", action="store_true", help="write bench/results/caption-<device>.json")
-    ap.add_argument("--out", default=None, help="write the JSON to this file (bench/gpu.sh)")
-    ap.add_argument("--profile", default=None, help="torch.profiler top kernels of one transformers batch "
-                    "(the largest batch timed) to this .txt (+ .json)")
+    add_output_flags(ap, "bench/results/caption-<device>.json", "one transformers batch (the largest batch timed)")
     args = ap.parse_args(argv)
 
     import torch

@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.gpu_parts import add_output_flags  # noqa: E402
 from generate import KandinskyVideoPipeline, num_video_frames  # noqa: E402
 from generate.config import FPS_PRESETS, dtype_name, parse_dtype  # noqa: E402
 from generate.interpolation import InterpolationUNet3D  # noqa: E402
@@ -162,10 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--decode-chunk-size", type=int, default=None)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense peak for the dtype (H100 bf16: 989)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--save", action="store_true", help="also write JSON to bench/results/")
-    p.add_argument("--out", default=None, help="write the JSON to this file (bench/gpu.sh)")
-    p.add_argument("--profile", default=None, help="torch.profiler top kernels of one short video (first fps "
-                   "preset, 3 + 2 steps; optimised path, before the baseline) to this .txt (+ .json)")
+    add_output_flags(p, "the JSON to bench/results/ too",
+                     "one short video (first fps preset, 3 + 2 steps; optimised path, before the baseline)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device or ("cpu" if args.size == "tiny" else "cuda"))

@@ -5,8 +5,8 @@
     python bench/gpu_parts.py summary OUTDIR              # goals met or missed -> summary.json, summary.md
 
 The benches (``bench/motion.py``, ``bench/caption.py``, ``bench/generate.py``) import
-:func:`run_info` and :func:`profile_top_kernels` from here for their ``--out`` and
-``--profile`` files. Only the standard library is imported at module level, and nothing of
+:func:`add_output_flags`, :func:`run_info` and :func:`profile_top_kernels` from here for their
+``--out`` and ``--profile`` files. Only the standard library is imported at module level, and nothing of
 Ray, PySceneDetect or ffmpeg anywhere: the GPU machine has none of them.
 """
 
@@ -39,6 +39,13 @@ GOAL_PROFILE = {
 }
 PUBLISHED_ANCHOR_S = {"medium": 60.0, "high": 90.0}
 PARTS = ["env", "pytest", "raft", "caption", "generate", "generate-high"]
+
+
+def add_output_flags(parser: argparse.ArgumentParser, save_to: str, profile_of: str) -> None:
+    """The flags every GPU bench shares: where its figures and its profile go."""
+    parser.add_argument("--save", action="store_true", help=f"write {save_to}")
+    parser.add_argument("--out", default=None, help="write the JSON to this file (bench/gpu.sh)")
+    parser.add_argument("--profile", default=None, help=f"torch.profiler top kernels of {profile_of} to this .txt (+ .json)")
 
 
 def utc_now() -> str:

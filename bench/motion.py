@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # motion.py would otherwise shadow the motion package.
 sys.path.insert(0, ROOT)
 
+from bench.gpu_parts import add_output_flags  # noqa: E402
 from motion import MotionStage, get_backend  # noqa: E402
 from motion.backends import is_raft  # noqa: E402
 
@@ -201,10 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                    "configurations estimated to need more than 3x this for one call are skipped")
     p.add_argument("--stage", default=None, help="backends to run end to end through MotionStage on mp4 clips "
                    "(default dis on CPU; dis,raft_large on CUDA; 'none' to skip)")
-    p.add_argument("--save", action="store_true", help="write bench/results/motion-<device>.json")
-    p.add_argument("--out", default=None, help="write the JSON to this file (bench/gpu.sh)")
-    p.add_argument("--profile", default=None, help="torch.profiler top kernels of one call of the first RAFT "
-                   "backend (first size, last dtype, largest batch timed) to this .txt (+ .json)")
+    add_output_flags(p, "bench/results/motion-<device>.json",
+                     "one call of the first RAFT backend (first size, last dtype, largest batch timed)")
     args = p.parse_args(argv)
 
     import torch

@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import machine_info  # noqa: E402
 
 from curate import synthetic  # noqa: E402
 from curate.analyze import AnalysisParams, FrameClock, analyze_unit  # noqa: E402
@@ -194,8 +194,7 @@ def main() -> int:
         real = SHARED / "testvideo.mp4"
         result["statistics_fps"] = statistic_throughput(str(real if real.exists() else Path(tmp) / "cuts.mp4"))
         result["truth"] = {os.path.basename(k): v for s in sets.values() for k, v in s.items()}
-    result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "note": "shared 2-core VM, noisy"}
-    result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["machine"] = {**machine_info(), "load_avg_at_end": os.getloadavg()}
     for mname, sets_ in result["methods"].items():
         for set_name, m in sets_.items():
             print(f"{mname:<20} {set_name:<9} cuts P {m['cut_precision']} R {m['cut_recall']} | gradual R "

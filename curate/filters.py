@@ -3,7 +3,8 @@ so a threshold can change later without recomputing anything."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from curate import schema
 from curate.probe import VideoInfo
@@ -18,6 +19,14 @@ class FilterParams:
     # Sanity bounds: beyond these a file is broken or hostile, not just unsuitable.
     max_fps: float = 240.0
     max_side: int = 8192
+
+
+def setting(default: Any, help: str, key: str | None = None, **bounds: float) -> Any:
+    """A filter parameter that is also a config key and a ``--flag``: its default, its help,
+    its bounds (``ge``/``gt``/``le``/``lt``, checked by the config) and its key where that is not
+    the field's name. Declared once, beside the code that uses it; pipelines/config.py makes
+    the key and the flag from it."""
+    return field(default=default, metadata={"help": help, "key": key, "bounds": bounds})
 
 
 @dataclass(frozen=True)

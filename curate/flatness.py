@@ -15,16 +15,19 @@ import cv2
 import numpy as np
 
 from curate import schema
-from curate.filters import Rejection
+from curate.filters import Rejection, setting
+from curate.scene_features import FrameSeries
 
 SMALL_WIDTH = 64
 
 
 @dataclass(frozen=True)
 class FlatParams:
-    enabled: bool = True
-    min_luma_spread: float = 12.0  # 5th-95th percentile luma range (0-255) under which a frame is flat ...
-    min_colour_spread: float = 4.0  # ... when its chroma standard deviation is under this too
+    enabled: bool = setting(True, "reject flat scenes (one colour, grey fields, sparse title cards)", key="flat_filter")
+    min_luma_spread: float = setting(
+        12.0, "flat when the 5-95 percentile luma range (0-255) is under this ...", ge=0
+    )
+    min_colour_spread: float = setting(4.0, "... and the chroma standard deviation is under this", ge=0)
 
 
 class FlatFeature:
@@ -32,29 +35,21 @@ class FlatFeature:
 
     def __init__(self, params: FlatParams):
         self.params = params
-        self.first_frame: int | None = None
-        self._luma: list[float] = []
-        self._colour: list[float] = []
+        self.spreads = FrameSeries()  # (luma spread, colour spread) per frame
 
     def push(self, frame_index: int, frame_bgr: np.ndarray) -> None:
-        if self.first_frame is None:
-            self.first_frame = frame_index
         h, w = frame_bgr.shape[:2]
         small = cv2.resize(frame_bgr, (SMALL_WIDTH, max(1, round(h * SMALL_WIDTH / w))), interpolation=cv2.INTER_AREA)
         ycc = cv2.cvtColor(small, cv2.COLOR_BGR2YCrCb).reshape(-1, 3).astype(np.float32)
         lo, hi = np.percentile(ycc[:, 0], (5, 95))
-        self._luma.append(float(hi - lo))
-        self._colour.append(float(max(ycc[:, 1].std(), ycc[:, 2].std())))
+        self.spreads.append(frame_index, (float(hi - lo), float(max(ycc[:, 1].std(), ycc[:, 2].std()))))
 
     def scene_stats(self, start_frame: int, end_frame: int) -> dict[str, Any]:
-        first = self.first_frame or 0
-        a, b = max(0, start_frame - first), max(0, end_frame - first)
-        if b <= a or a >= len(self._luma):
+        spreads = self.spreads.scene(start_frame, end_frame)
+        if not spreads:
             return {}
-        return {
-            "flat.luma_spread": float(np.median(self._luma[a:b])),
-            "flat.colour_spread": float(np.median(self._colour[a:b])),
-        }
+        luma, colour = np.median(np.asarray(spreads), axis=0)
+        return {"flat.luma_spread": float(luma), "flat.colour_spread": float(colour)}
 
 
 def check(stats: dict[str, Any], p: FlatParams) -> Rejection | None:

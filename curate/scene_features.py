@@ -7,8 +7,8 @@ on the scene's record (kept or rejected), and a filter's decision reads them. Fe
 small per-frame values (a number, a 64-bit hash, a 48x27 thumbnail), never whole frames,
 so a 10-minute unit stays in bounded memory.
 
-A new statistic is one class implementing this protocol plus its registration in the
-analysis' feature list.
+A new statistic is one class implementing this protocol; a new filter is its file and one
+line in ``curate/scene_filters.SCENE_FILTERS``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,28 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
+
+
+class FrameSeries:
+    """Values measured per frame of one unit, by source frame index, and their part for a
+    scene: the bookkeeping frame features share."""
+
+    def __init__(self) -> None:
+        self.first_frame: int | None = None
+        self.values: list[Any] = []
+
+    def append(self, frame_index: int, value: Any) -> None:
+        if self.first_frame is None:
+            self.first_frame = frame_index
+        self.values.append(value)
+
+    def span(self, start_frame: int, end_frame: int) -> slice:
+        """Where frames [start_frame, end_frame) are in ``values`` (or in any array aligned with them)."""
+        first = self.first_frame or 0
+        return slice(max(0, start_frame - first), max(0, end_frame - first))
+
+    def scene(self, start_frame: int, end_frame: int) -> list[Any]:
+        return self.values[self.span(start_frame, end_frame)]
 
 
 class FrameFeature(Protocol):

@@ -18,16 +18,20 @@ import cv2
 import numpy as np
 
 from curate import schema
-from curate.filters import Rejection
+from curate.filters import Rejection, setting
+from curate.scene_features import FrameSeries
 
 
 @dataclass(frozen=True)
 class StillParams:
-    enabled: bool = True
-    frozen_diff: float = 0.5  # a frame differing from the previous one by less than this (mean |dBGR|) is frozen
-    min_frozen_run: int = 3  # consecutive near-identical frames that make a freeze
-    max_frozen_fraction: float = 0.4  # reject when more of the scene's frames are frozen
-    min_mean_diff: float = 0.25  # reject when the mean frame difference is below this
+    # The reject reason (and so the switch) is "static"; the statistics' prefix is "still".
+    enabled: bool = setting(True, "reject static scenes (a still image, a frozen video)", key="static_filter")
+    frozen_diff: float = setting(
+        0.5, "mean |change| per pixel and channel (0-255) under which a frame counts as frozen", ge=0
+    )
+    min_frozen_run: int = setting(3, "consecutive near-identical frames that count as a freeze", ge=1)
+    max_frozen_fraction: float = setting(0.4, "reject a scene with more of its frames frozen", ge=0, le=1)
+    min_mean_diff: float = setting(0.25, "reject a scene whose mean frame difference (0-255) is lower", ge=0)
 
 
 class StillFeature:
@@ -35,20 +39,16 @@ class StillFeature:
 
     def __init__(self, params: StillParams):
         self.params = params
-        self.first_frame: int | None = None
         self._prev: np.ndarray | None = None
-        self._diffs: list[float] = []  # _diffs[i]: frame first+i against frame first+i-1 (nan for the first)
+        self.diffs = FrameSeries()  # a frame against the one before it (nan for the first)
 
     def push(self, frame_index: int, frame_bgr: np.ndarray) -> None:
-        if self.first_frame is None:
-            self.first_frame = frame_index
-        self._diffs.append(float("nan") if self._prev is None else float(cv2.absdiff(frame_bgr, self._prev).mean()))
+        self.diffs.append(frame_index, float("nan") if self._prev is None else float(cv2.absdiff(frame_bgr, self._prev).mean()))
         self._prev = frame_bgr.copy()  # the caller reuses its buffer
 
     def scene_stats(self, start_frame: int, end_frame: int) -> dict[str, Any]:
-        first = self.first_frame or 0
-        # Differences between frames of this scene only (the first frame's is to the last scene).
-        d = np.asarray(self._diffs[max(0, start_frame - first + 1) : max(0, end_frame - first)], np.float64)
+        # Differences between frames of this scene only (its first frame's is to the last scene).
+        d = np.asarray(self.diffs.scene(start_frame + 1, end_frame), np.float64)
         d = d[np.isfinite(d)]
         if d.size == 0:
             return {}

@@ -23,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from curate.scene_features import FrameSeries
+
 INPUT_W, INPUT_H = 48, 27
 WINDOW = 100
 CONTEXT = 25
@@ -151,24 +153,21 @@ class TransNetFrames:
 
     def __init__(self, params: TransitionParams):
         self.params = params
-        self.first_frame: int | None = None
-        self._frames: list[np.ndarray] = []
+        self.frames = FrameSeries()  # the model's input frames until run(), then aligned with its output
         self.single = self.many = np.zeros(0, np.float32)
 
     def push(self, frame_index: int, frame_bgr: np.ndarray) -> None:
-        if self.first_frame is None:
-            self.first_frame = frame_index
         small = cv2.resize(frame_bgr, (INPUT_W, INPUT_H), interpolation=cv2.INTER_AREA)
-        self._frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        self.frames.append(frame_index, cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
 
     def run(self) -> tuple[list[int], list[tuple[int, int]]]:
         """Predict (after the last push); returns (hard cuts, gradual transitions)."""
-        frames = np.stack(self._frames) if self._frames else np.zeros((0, INPUT_H, INPUT_W, 3), np.uint8)
-        self._frames = []
+        values = self.frames.values
+        frames = np.stack(values) if values else np.zeros((0, INPUT_H, INPUT_W, 3), np.uint8)
+        self.frames.values = []
         self.single, self.many = predict(frames, self.params.device, self.params.batch_windows)
-        return boundaries(self.many, self.params, self.first_frame or 0)
+        return boundaries(self.many, self.params, self.frames.first_frame or 0)
 
     def scene_stats(self, start_frame: int, end_frame: int) -> dict[str, Any]:
-        first = self.first_frame or 0
-        part = self.many[max(0, start_frame - first) : max(0, end_frame - first)]
+        part = self.many[self.frames.span(start_frame, end_frame)]
         return {"transnet.max": float(part.max())} if part.size else {}

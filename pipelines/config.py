@@ -15,19 +15,17 @@ import typing
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from curate import scene_filters
 from curate.analyze import AnalysisParams
 from curate.borders import BorderParams
 from curate.dedup import MatchParams
 from curate.filters import FilterParams
-from curate.flatness import FlatParams
 from curate.remote import InputCache, is_uri
 from curate.scene_filters import SceneFilterParams
 from curate.shards import ShardWriter
 from curate.stages import CurateParams
-from curate.stillness import StillParams
-from curate.text_area import TextParams
 from curate.transcode import TranscodeParams
 from curate.transitions import TransitionParams
 from motion.backends import ALIASES as MOTION_ALIASES
@@ -45,9 +43,8 @@ OUTPUT_FIELDS = (
     "border_black_level", "border_min_px", "border_samples_per_s", "min_duration_s", "min_area",
     "min_side", "min_fps", "max_fps", "max_side", "fps", "max_short_side", "codec", "crf",
     "preset", "chunk_s", "reject_decode_errors",
-    "transitions", "transition_threshold", "transition_extend_threshold", "static_filter", "frozen_diff",
-    "min_frozen_run", "max_frozen_fraction", "min_mean_diff", "flat_filter", "min_luma_spread", "min_colour_spread",
-    "text_filter", "max_text_area", "text_frames",
+    "transitions", "transition_threshold", "transition_extend_threshold",
+    *(s.key for s in scene_filters.settings()),  # every per-scene filter setting decides which clips exist
 )
 # Fields that decide the units of the motion scores (which flow method, at which size).
 # Scores of two backends or sizes are not comparable, so resuming with others is refused too.
@@ -64,7 +61,8 @@ class ConfigError(ValueError):
     """A bad config: the message says which key and what to do."""
 
 
-class CurateConfig(BaseModel):
+class _CurateConfigBase(BaseModel):
+    # The whole model is CurateConfig below: these fields plus the scene filters' settings.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Inputs and outputs (CLI positionals and --out; may also be set in the YAML).
@@ -101,8 +99,8 @@ class CurateConfig(BaseModel):
         AnalysisParams.analysis_width, ge=32, description="frame width for scene detection (downscaled decode)"
     )
 
-    # Per-scene filters of the analysis decode (curate/scene_filters.py): statistics on every
-    # scene row (scene_stats), decided before any encode; defaults live in their dataclasses.
+    # Transitions (TransNetV2). The per-scene filters' keys (flat, static, text) are not
+    # written here: each filter declares them in its file (see _scene_filter_fields below).
     transitions: bool = Field(
         AnalysisParams.transitions,
         description="with a PySceneDetect detector, also find fades/dissolves/wipes with TransNetV2; their frames go to no clip",
@@ -118,45 +116,6 @@ class CurateConfig(BaseModel):
         description="a transition extends over neighbouring frames above this probability (faint fade frames)",
     )
     transnet_device: str = Field(TransitionParams.device, description="TransNetV2 device: auto, cpu, cuda or cuda:N")
-    static_filter: bool = Field(
-        StillParams.enabled, description="reject static scenes (a still image, a frozen video)"
-    )
-    frozen_diff: float = Field(
-        StillParams.frozen_diff,
-        ge=0,
-        description="mean |change| per pixel and channel (0-255) under which a frame counts as frozen",
-    )
-    min_frozen_run: int = Field(
-        StillParams.min_frozen_run, ge=1, description="consecutive near-identical frames that count as a freeze"
-    )
-    max_frozen_fraction: float = Field(
-        StillParams.max_frozen_fraction, ge=0, le=1, description="reject a scene with more of its frames frozen"
-    )
-    min_mean_diff: float = Field(
-        StillParams.min_mean_diff, ge=0, description="reject a scene whose mean frame difference (0-255) is lower"
-    )
-    flat_filter: bool = Field(
-        FlatParams.enabled, description="reject flat scenes (one colour, grey fields, sparse title cards)"
-    )
-    min_luma_spread: float = Field(
-        FlatParams.min_luma_spread,
-        ge=0,
-        description="flat when the 5-95 percentile luma range (0-255) is under this ...",
-    )
-    min_colour_spread: float = Field(
-        FlatParams.min_colour_spread, ge=0, description="... and the chroma standard deviation is under this"
-    )
-    text_filter: bool = Field(
-        TextParams.enabled,
-        description="measure burnt-in text (OCR text detection) on scenes the cheaper filters kept",
-    )
-    max_text_area: float = Field(
-        TextParams.max_text_area,
-        ge=0,
-        le=1,
-        description="reject scenes whose detected text covers more of the picture",
-    )
-    text_frames: int = Field(TextParams.frames, ge=1, description="frames per scene measured for text")
 
     # Black borders.
     crop_borders: bool = Field(AnalysisParams.borders, description="detect and crop letterbox/pillarbox bars")
@@ -324,12 +283,7 @@ class CurateConfig(BaseModel):
                 transitions=self.transitions,
                 transition=TransitionParams(threshold=self.transition_threshold,
                                              extend_threshold=self.transition_extend_threshold, device=self.transnet_device),
-                scene_filters=SceneFilterParams(
-                    still=StillParams(self.static_filter, self.frozen_diff, self.min_frozen_run, self.max_frozen_fraction,
-                                      self.min_mean_diff),
-                    flat=FlatParams(self.flat_filter, self.min_luma_spread, self.min_colour_spread),
-                    text=TextParams(self.text_filter, self.max_text_area, self.text_frames),
-                ),
+                scene_filters=SceneFilterParams.from_settings(self.model_dump()),
             ),
             filters=FilterParams(**self.args_for(FilterParams)),
             transcode=TranscodeParams(**self.args_for(TranscodeParams, threads="ffmpeg_threads")),
@@ -339,6 +293,23 @@ class CurateConfig(BaseModel):
             tmp_dir=self.tmp_dir,
             input_cache=InputCache(self.input_cache_dir, self.input_cache_gb),
         )
+
+
+def _scene_filter_fields() -> dict[str, typing.Any]:
+    """One field per setting the per-scene filters declare (curate/scene_filters.py): its
+    type, default, help and bounds come from the filter's own file, so a new filter brings
+    its YAML keys and flags with it."""
+    return {s.key: (s.type, Field(s.default, description=s.help, **s.bounds)) for s in scene_filters.settings()}
+
+
+def config_model() -> type[_CurateConfigBase]:
+    """The config model: the fields above plus the settings of the registered filters."""
+    return create_model(  # type: ignore[call-overload]
+        "CurateConfig", __base__=_CurateConfigBase, __module__=__name__, **_scene_filter_fields()
+    )
+
+
+CurateConfig = config_model()
 
 
 def motion_units(config: dict) -> dict:

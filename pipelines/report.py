@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from curate import schema, shards
+from curate import scene_filters, schema, shards
 from curate.ffmpeg import FFmpegError, run_ffmpeg, safe_input
 from curate.frames import as_file
 
@@ -68,7 +68,11 @@ def summarize(out_dir: str) -> dict:
 
 # --- per-scene filters (curate/scene_filters.py): counts, statistics, rejected scenes ---------
 
-SCENE_FILTER_REASONS = {"transition": "transition", "flat": "flat", "still": "static", "text": "text"}
+def scene_filter_reasons() -> dict[str, str]:
+    """Each per-scene filter's reject reason, by its name (its statistics' prefix)."""
+    return {"transition": schema.REASON_TRANSITION, **{f.name: f.reason for f in scene_filters.SCENE_FILTERS}}
+
+
 MAX_REJECT_THUMBS = 60
 
 
@@ -81,7 +85,7 @@ def scene_filter_summary(index: list[dict], rejects: list[dict]) -> dict:
     """Per filter: scenes measured and rejected; per statistic: a histogram over all scenes."""
     scenes = [r for r in index + rejects if r.get("scene_index") is not None]
     counts = {}
-    for name, reason in SCENE_FILTER_REASONS.items():
+    for name, reason in scene_filter_reasons().items():
         prefix = "transnet." if name == "transition" else name + "."
         measured = sum(1 for r in scenes if any(k.startswith(prefix) for k in _stats(r)))
         counts[name] = {"measured": measured, "rejected": sum(1 for r in rejects if r["reject_reason"] == reason)}
@@ -102,7 +106,8 @@ def _html_scene_filters(out_dir: str, sf: dict, rejects: list[dict], thumbs: int
                      for k, c in sf["counts"].items())
     hists = "".join(_html_hist(t, h) for t, h in sf["hist"].items())
     rows = []
-    filtered = [r for r in rejects if r["reject_reason"] in SCENE_FILTER_REASONS.values()]
+    reasons = set(scene_filter_reasons().values())
+    filtered = [r for r in rejects if r["reject_reason"] in reasons]
     for r in sorted(filtered, key=lambda r: (r["source"], r["start_frame"] or 0))[:MAX_REJECT_THUMBS]:
         strip = scene_thumbnail(out_dir, r)[0] if thumbs > 0 else None
         img = f"<img src='{e(strip)}' loading=lazy>" if strip else "(no thumbnail)"

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from curate import schema, synthetic
+from curate import scene_filters, schema, synthetic
 from curate.analyze import AnalysisParams
 from curate.filters import FilterParams
 from curate.scene_filters import SCENE_FILTERS, SceneFilterParams
@@ -186,6 +186,43 @@ def test_every_registered_filter_has_params_and_a_reason():
     for f in SCENE_FILTERS:
         assert hasattr(getattr(defaults, f.name), "enabled")
         assert f.check({}, getattr(defaults, f.name)) is None  # no statistic, no decision
+
+
+def test_every_filter_setting_is_a_config_key_that_reaches_the_filter():
+    from pipelines.config import OUTPUT_FIELDS, build_config, field_help
+
+    settings = list(scene_filters.settings())
+    assert {s.filter.name for s in settings} == {f.name for f in SCENE_FILTERS}
+    # A value other than the default for every setting, given by its key, lands on its field.
+    other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v / 2}  # within every bound
+    changed = {s.key: other[s.type](s.default) for s in settings}
+    got = build_config({}, changed).curate_params().analysis.scene_filters
+    for s in settings:
+        assert getattr(got.of(s.filter), s.name) == changed[s.key], s
+        assert s.key in OUTPUT_FIELDS  # each decides which clips exist: refused on resume if changed
+        assert field_help(s.key).startswith(s.help)
+    with pytest.raises(ValueError, match="max_text_area"):
+        build_config({}, {"max_text_area": 1.5})  # the declared bound (le=1)
+
+
+def test_a_new_filter_is_one_file_and_one_registration_line(monkeypatch, videos):
+    import example_filter
+
+    from pipelines import config
+    from pipelines.report import scene_filter_summary
+
+    # The one line: what adding it to SCENE_FILTERS does.
+    monkeypatch.setattr(scene_filters, "SCENE_FILTERS", (*SCENE_FILTERS, example_filter.DARK))
+    model = config.config_model()  # the config model, as pipelines/config.py builds it on import
+    assert model.model_fields["max_mean_luma"].default == 20.0
+    base = {"min_area": 0, "min_side": 0, "min_duration_s": 1.0}
+    off = model(**base).curate_params()
+    on = model(**base, dark_filter=True, max_mean_luma=250.0).curate_params()
+    (kept,) = curate_rows(videos["moving"][0], off)
+    (dark,) = curate_rows(videos["moving"][0], on)
+    assert kept.ok and not any(k.startswith("dark.") for k in kept.scene_stats)
+    assert dark.reject_reason == "dark" and dark.scene_stats["dark.mean_luma"] < 250
+    assert scene_filter_summary([], [dark.to_row()])["counts"]["dark"] == {"measured": 1, "rejected": 1}
 
 
 def test_scene_stats_survive_parquet(tmp_path):
