@@ -163,6 +163,13 @@ def quiet_ray_data() -> None:
     # One row per block: a planned unit or a clip is a unit of parallel work, and rows are
     # small or carry a whole clip, so per-block overhead is noise next to an ffmpeg call.
     ctx.target_max_block_size = 1
+    # A task that yields more blocks than this pauses until they are taken, and it keeps its
+    # CPU while paused. An analysis task yields one small row per scene; at Ray's default (2)
+    # it paused with most of its rows unsent, while the transcodes that would take them waited
+    # for a CPU (held by that task and by the motion actor): the first clip of a 2-CPU run
+    # took 63 s instead of 23 s. Rows here are records of a few hundred bytes (the largest,
+    # a clip's mp4, travels one per block), so a deep buffer costs little memory.
+    ctx._max_num_blocks_in_streaming_gen_buffer = 64
     ctx.op_resource_reservation_enabled = False
     # Ray warns when an operator gets fewer inputs than its task limit (a short input list).
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
