@@ -185,11 +185,7 @@ def bench_stream(n: int, seed: int) -> dict:
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         index = D.DedupIndex()
-        found = {}
-        for i, s in enumerate(sigs):
-            kept = index.add(str(i), s)
-            if kept is not None:
-                found[i] = int(kept)
+        found = {int(j): int(i) for j, i in index.add_all((str(i), s) for i, s in enumerate(sigs)).items()}
         dt = time.perf_counter() - t0
     return {
         "clips": total,

@@ -372,6 +372,15 @@ class DedupIndex:
         self.insert(clip_id, sig, key, buckets=buckets)
         return None
 
+    def add_all(self, clips: Iterable[tuple[str, Signature]]) -> dict[str, str]:
+        """``add`` each (clip id, signature) in order; {duplicate's id: the kept clip's id}."""
+        found = {}
+        for clip_id, sig in clips:
+            kept = self.add(clip_id, sig)
+            if kept is not None:
+                found[clip_id] = kept
+        return found
+
 
 def keep_order(row: dict) -> tuple:
     """Sort key of the keep rule: longest, then largest area, then smallest clip id."""

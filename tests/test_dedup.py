@@ -118,12 +118,8 @@ def test_streaming_index_and_batch_matching_agree_and_find_planted_copies():
     dup_of, _ = D.assign_duplicates(keys, sigs.__getitem__)
     found = {j: int(i) for j, i in enumerate(dup_of) if i >= 0}
     index = D.DedupIndex()
-    streamed = {}
-    for j, s in enumerate(sigs):
-        kept = index.add(str(j), s)
-        if kept is not None:
-            streamed[j] = int(kept)
-    assert found == streamed
+    streamed = index.add_all((str(j), s) for j, s in enumerate(sigs))
+    assert found == {int(j): int(i) for j, i in streamed.items()}
     assert set(found.items()) <= set(truth.items())  # no false match
     assert len(found) >= 0.95 * len(truth)  # LSH recall
     # A retried clip (same id) is itself, not a duplicate.
