@@ -441,10 +441,13 @@ def field_help(name: str) -> str:
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """Add one --flag per config field (except the positionals). Values stay strings here
     and pydantic converts and validates them, so the CLI and YAML share every rule."""
-    group = parser.add_argument_group("configuration (each also a YAML key; flags override the file)")
+    general = parser.add_argument_group("configuration (each also a YAML key; flags override the file)")
+    filters = parser.add_argument_group("per-scene filters (judged in the analysis decode, before any encode)")
+    filter_keys = {s.key for s in scene_filters.settings()}
     for name, field in CurateConfig.model_fields.items():
         if name in _POSITIONAL:
             continue
+        group = filters if name in filter_keys else general
         flag = "--" + name.replace("_", "-")
         help_text = field_help(name)
         if _is_bool(field.annotation):
