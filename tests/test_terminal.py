@@ -42,18 +42,29 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def test_demo_in_a_terminal(tmp_path):
-    """The README's first command, as a person types it: it ends, with its summary, and
-    nothing of Ray's reaches the screen."""
+    """The README's first command, as a person types it: it ends, with its summary, nothing
+    of Ray's reaches the screen, and what it promises is what comes out."""
     term = Terminal(kvid("demo", "--out", str(tmp_path / "demo")))
     code = term.finish(timeout=300)
     screen = term.screen
     assert code == 0, screen[-3000:]
     assert "kvid curate: complete" in screen and "report.html" in screen
     assert "core_worker" not in screen and "(raylet)" not in screen and "\x1b[0m" not in screen, screen[-2000:]
+    # What it promises on screen is what comes out.
     out = tmp_path / "demo" / "curated"
-    kept = Counter(os.path.basename(r["source"]) for r in shards.read_index(str(out)).to_pylist())
-    assert kept["letterbox.mp4"] == 1 and kept["cuts.mp4"] >= 1
-    assert (out / "report.html").exists()
+    index = shards.read_index(str(out)).to_pylist()
+    rejects = shards.read_rejects(str(out)).to_pylist()
+    kept = Counter(os.path.basename(r["source"]) for r in index)
+    assert kept == {"cuts.mp4": 3, "letterbox.mp4": 1}
+    reasons = {(os.path.basename(r["source"]), r["reject_reason"]) for r in rejects}
+    assert reasons == {("cuts.mp4", "too_short"), ("low_fps.mp4", "fps"), ("too_short.mp4", "too_short"),
+                       ("corrupt.mp4", "not_video"), ("grey.mp4", "flat"), ("still.mp4", "static")}
+    assert all(r["scene_stats"] for r in rejects if r["reject_reason"] in ("flat", "static"))  # stats kept on rejects
+    (box,) = [r for r in index if r["source"].endswith("letterbox.mp4")]
+    assert box["width"] == 1280 and abs(box["height"] - 520) <= 2
+    assert all(r["motion_score"] is not None and r["motion_score"] > 0 for r in index)  # DIS ran
+    report = (out / "report.html").read_text()
+    assert all(r["clip_id"] in report for r in index)
 
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
