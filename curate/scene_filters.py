@@ -67,7 +67,7 @@ def settings() -> Iterator[Setting]:
 
 
 class SceneFilterParams:
-    """The parameters of every registered filter, by its name (``params.flat``); a filter not
+    """The parameters of every registered filter, by its name (``params.of(f)``); a filter not
     given keeps its defaults."""
 
     def __init__(self, **by_name: Any):
@@ -85,12 +85,6 @@ class SceneFilterParams:
             if s.key in values:
                 kwargs[s.filter.name][s.name] = values[s.key]
         return cls(**{f.name: f.params(**kwargs[f.name]) for f in SCENE_FILTERS})
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["by_name"][name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SceneFilterParams) and other.by_name == self.by_name

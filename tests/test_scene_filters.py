@@ -184,8 +184,8 @@ def test_burnt_in_subtitles_are_rejected_text_and_the_clean_video_kept(videos):
 def test_every_registered_filter_has_params_and_a_reason():
     defaults = SceneFilterParams()
     for f in SCENE_FILTERS:
-        assert hasattr(getattr(defaults, f.name), "enabled")
-        assert f.check({}, getattr(defaults, f.name)) is None  # no statistic, no decision
+        assert hasattr(defaults.of(f), "enabled")
+        assert f.check({}, defaults.of(f)) is None  # no statistic, no decision
 
 
 def test_every_filter_setting_is_a_config_key_that_reaches_the_filter():
