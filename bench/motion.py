@@ -98,10 +98,10 @@ def encode_clip(frames: np.ndarray, path: str) -> None:
 def time_stage(name: str, size: int, device: str, dtype: str, batch: int, workers: int, clips: list[bytes],
                clip_frames: int, updates: int, dims: tuple[int, int]) -> dict:
     if is_raft(name):
-        stage = MotionStage(backend=name, size=size, batch_size=batch, device=device, dtype=dtype, weights=None,
+        stage = MotionStage(backend=name, size=size, batch_size=batch, device=device, dtype=dtype, random_weights=True,
                             num_flow_updates=updates)
     else:
-        stage = MotionStage(backend=name, size=size, batch_size=batch, workers=workers)
+        stage = MotionStage(backend=name, size=size, batch_size=batch, flow_threads=workers)
     stage.setup()
     rows = [{"clip_id": str(i), "status": "ok", "mp4": c, "width": dims[0], "height": dims[1]} for i, c in enumerate(clips)]
     stage(rows[:1])  # warm-up

@@ -36,12 +36,13 @@ from machine import machine_info  # noqa: E402
 
 from curate import synthetic  # noqa: E402
 from curate.analyze import AnalysisParams, FrameClock, analyze_unit  # noqa: E402
-from curate.flatness import FlatFeature, FlatParams  # noqa: E402
+from curate.borders import BorderParams  # noqa: E402
+from curate.filter_flat import FlatFeature, FlatParams  # noqa: E402
+from curate.filter_static import StaticFeature, StaticParams  # noqa: E402
+from curate.filter_text import TextParams, load_detector, text_area  # noqa: E402
 from curate.frames import read_frames  # noqa: E402
 from curate.probe import probe  # noqa: E402
 from curate.scene_filters import SceneFilterParams  # noqa: E402
-from curate.stillness import StillFeature, StillParams  # noqa: E402
-from curate.text_area import TextParams, load_detector, text_area  # noqa: E402
 from curate.transitions import TransitionParams, TransNetFrames, load_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "videos"
@@ -60,10 +61,10 @@ TRUTH = {
 }
 
 METHODS = {
-    "content": dict(detector="content"),
-    "adaptive": dict(detector="adaptive"),
-    "transnetv2": dict(detector="transnetv2"),
-    "content+transnetv2": dict(detector="content", transitions=True),
+    "content": dict(scene_detector="content"),
+    "adaptive": dict(scene_detector="adaptive"),
+    "transnetv2": dict(scene_detector="transnetv2"),
+    "content+transnetv2": dict(scene_detector="content", transition=TransitionParams(enabled=True, device="cpu")),
 }
 
 
@@ -81,9 +82,10 @@ def synthetic_set(folder: Path) -> dict[str, dict]:
 def predicted(path: str, method: dict) -> tuple[list[int], list[tuple[int, int]], float]:
     """(cuts, gradual transitions, wall seconds) of the analysis decode with this method."""
     info = probe(path)
-    off = SceneFilterParams(flat=FlatParams(enabled=False), still=StillParams(enabled=False),
+    off = SceneFilterParams(flat=FlatParams(enabled=False), static=StaticParams(enabled=False),
                             text=TextParams(enabled=False))
-    params = AnalysisParams(borders=False, scene_filters=off, transition=TransitionParams(device="cpu"), **method)
+    params = AnalysisParams(**{"border": BorderParams(enabled=False), "scene_filters": off,
+                                           "transition": TransitionParams(device="cpu"), **method})
     t = time.perf_counter()
     result = analyze_unit(info, 0, None, params, FrameClock(info))
     wall = time.perf_counter() - t
@@ -134,16 +136,16 @@ def totals(rows: list[dict]) -> dict:
 def statistic_throughput(path: str) -> dict:
     """Frames/s of each statistic over the same decoded frames, and of the decode itself."""
     info = probe(path)
-    off = SceneFilterParams(flat=FlatParams(enabled=False), still=StillParams(enabled=False),
+    off = SceneFilterParams(flat=FlatParams(enabled=False), static=StaticParams(enabled=False),
                             text=TextParams(enabled=False))
     t = time.perf_counter()
-    analyze_unit(info, 0, None, AnalysisParams(borders=False, scene_filters=off), FrameClock(info))
+    analyze_unit(info, 0, None, AnalysisParams(border=BorderParams(enabled=False), scene_filters=off), FrameClock(info))
     decode_fps = info.num_frames / (time.perf_counter() - t)
     w = 256
     h = int(round(info.height * w / info.width)) // 2 * 2
     frames = read_frames(path, width=info.width, height=info.height, short_side=min(w, h), pix_fmt="bgr24")
     out = {"analysis_decode_with_content_detector": round(decode_fps, 1), "frames": len(frames)}
-    for name, feature in (("still", StillFeature(StillParams())), ("flat", FlatFeature(FlatParams()))):
+    for name, feature in (("still", StaticFeature(StaticParams())), ("flat", FlatFeature(FlatParams()))):
         t = time.perf_counter()
         for i, f in enumerate(frames):
             feature.push(i, f)

@@ -1,9 +1,10 @@
 """Frame sampling for captioning: which frames of a clip a VLM sees, decoded once.
 
-Clips are 24 fps mp4s (curate's transcode). ``sample_frame_indices`` picks frame indices
-(N uniformly over the clip, or a target fps), never more than exist and never more than
-``max_frames``; ``sample_frames`` decodes the clip once through ``curate.frames`` at its
-24 fps, resized so the short side is the processor's size, and keeps only those frames.
+Clips are mp4s at the run's output frame rate (curate's transcode, ``--fps``).
+``sample_frame_indices`` picks frame indices (N uniformly over the clip, or a target fps),
+never more than exist and never more than ``max_frames``; ``sample_frames`` decodes the clip
+once through ``curate.frames`` at its own rate, resized so the short side is the
+processor's size, and keeps only those frames.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CLIP_FPS = 24.0
+from curate.transcode import TranscodeParams
+
+CLIP_FPS = TranscodeParams.fps  # a clip's rate when nothing says otherwise: curate's default output rate
 DEFAULT_NUM_FRAMES = 8
 DEFAULT_MAX_FRAMES = 32
 
@@ -124,12 +127,14 @@ def sample_frame_indices(
     return indices
 
 
-def _probe_num_frames(path: str) -> tuple[int, int, int]:
+def _probe_clip(path: str, src_fps: float | None) -> tuple[int, int, int, float]:
+    """(frames at ``src_fps``, width, height, ``src_fps`` or the clip's own rate)."""
     from curate.probe import probe
 
     info = probe(path)
-    n = int(round(info.duration_s * CLIP_FPS)) if info.duration_s else int(info.num_frames)
-    return max(1, n), info.width, info.height
+    fps = src_fps or info.fps
+    n = int(round(info.duration_s * fps)) if info.duration_s else int(info.num_frames)
+    return max(1, n), info.width, info.height, fps
 
 
 def sample_frames(
@@ -141,7 +146,7 @@ def sample_frames(
     num_frames: int | None = None,
     width: int | None = None,
     height: int | None = None,
-    src_fps: float = CLIP_FPS,
+    src_fps: float | None = None,
     max_frames: int = DEFAULT_MAX_FRAMES,
     threads: int = 1,
     timeout: float | None = 120.0,
@@ -150,8 +155,9 @@ def sample_frames(
     """Decode ``video`` (path or mp4 bytes) once at ``src_fps`` and keep the sampled frames.
 
     ``size``: short side of the returned frames (the processor's size), aspect kept;
-    None keeps the clip's size. ``num_frames``/``width``/``height``: the clip's frame
-    count at ``src_fps`` and size when known (the record has them); otherwise one probe.
+    None keeps the clip's size. ``src_fps``/``num_frames``/``width``/``height``: the clip's
+    frame rate, frame count at that rate and size when known (its record has them);
+    otherwise one probe (``src_fps`` None: the clip's own rate).
     Only the selected frames are kept in memory. Raises ``curate.ffmpeg.FFmpegError`` (or
     ``curate.probe.ProbeError``) when the clip cannot be decoded.
     """
@@ -159,8 +165,8 @@ def sample_frames(
     from curate.frames import as_file, iter_frames
 
     with as_file(video) as path:
-        if not num_frames or not width or not height:
-            probed_n, probed_w, probed_h = _probe_num_frames(path)
+        if not num_frames or not width or not height or not src_fps:
+            probed_n, probed_w, probed_h, src_fps = _probe_clip(path, src_fps)
             num_frames = num_frames or probed_n
             width = width or probed_w
             height = height or probed_h

@@ -16,9 +16,10 @@ out of memory) is retried clip by clip before anything is rejected.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,10 +28,13 @@ from caption.hygiene import DEFAULT_MAX_CHARS, DEFAULT_MIN_WORDS, clean_caption
 from caption.prompts import PromptTemplate, get_template
 from caption.sampling import CLIP_FPS, DEFAULT_MAX_FRAMES, ClipFrames, sample_frames
 from curate import schema
-from curate.stage import Resources, Stage
+from curate.settings import CAPTIONS, check_device, setting
+from curate.stage import Cluster, Placement, Resources, Stage
 
 log = logging.getLogger(__name__)
 
+# The paper's choice of a video VLM; its weights download on first use.
+DEFAULT_MODEL = "llava-hf/LLaVA-NeXT-Video-7B-hf"
 FRAMES_KEY = "caption_frames"
 FRAMES_META_KEY = "caption_frames_meta"
 _ERROR_CHARS = 400
@@ -60,21 +64,30 @@ def needs_caption(row: dict, model: str, prompt_hash: str) -> bool:
 
 @dataclass(kw_only=True)
 class CaptionPrepStage(Stage):
-    """CPU: decode a clip once and sample its caption frames (``num_frames`` of them, or
+    """CPU: decode a clip once and sample its caption frames (``frames`` of them, or
     ``fps`` per second, at most ``max_frames``), short side ``short_side``. No model, no GPU."""
 
     name: ClassVar[str] = "caption_prep"
-    resources: ClassVar[Resources] = Resources(cpus=1)
 
-    num_frames: int | None = 8
+    frames: int | None = setting(8, "frames sampled per clip for captioning", ge=1)
+    # Not settings.
     fps: float | None = None
     max_frames: int = DEFAULT_MAX_FRAMES
-    short_side: int | None = 336
+    short_side: int | None = 336  # the model's processor size (``for_model``)
     decode_timeout: float = 120.0
     threads: int = 1
 
+    def for_model(self, model: str) -> CaptionPrepStage:
+        """This stage with frames sampled at the size ``model``'s processor works at."""
+        from caption.backends import inspect_model
+
+        return dataclasses.replace(self, short_side=inspect_model(model, check_weights=False).frame_short_side)
+
+    def placement(self, cluster: Cluster) -> Placement:
+        return Placement(Resources(cpus=1))
+
     def __post_init__(self) -> None:
-        num_frames, fps, short_side = self.num_frames, self.fps, self.short_side
+        num_frames, fps, short_side = self.frames, self.fps, self.short_side
         if num_frames is not None and fps is not None:
             raise ValueError("caption frames: give num_frames or fps, not both")
         if num_frames is None and fps is None:
@@ -90,14 +103,15 @@ class CaptionPrepStage(Stage):
         video = row.get("mp4")
         if video is None or len(video) == 0:
             raise ValueError("row has no clip bytes ('mp4')")
-        fps = row.get("fps")
-        at_clip_rate = fps is not None and abs(float(fps) - CLIP_FPS) < 0.01
+        # The record's frame count is at its frame rate: both or neither.
+        known_rate = bool(row.get("fps") and row.get("num_frames"))
         return sample_frames(
             bytes(video) if not isinstance(video, (bytes, str)) else video,
-            n=self.num_frames,
+            n=self.frames,
             fps=self.fps,
             size=self.short_side,
-            num_frames=row.get("num_frames") if at_clip_rate else None,
+            src_fps=float(row["fps"]) if known_rate else None,
+            num_frames=row.get("num_frames") if known_rate else None,
             width=row.get("width"),
             height=row.get("height"),
             max_frames=self.max_frames,
@@ -138,78 +152,82 @@ def _clip_from_row(row: dict) -> ClipFrames:
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class CaptionStage(Stage):
     """GPU: caption prepared rows with a VLM loaded once per actor.
 
-    ``model`` is a hub id or a local folder, stored as given in ``caption_model``.
-    ``prompt`` a template name ("detailed", "short", "camera") or template text with
-    ``{num_frames}``/``{duration_s}``; validated here, at construction.
+    ``model`` is a hub id or a local folder, stored as given in ``caption_model``; "none"
+    turns captioning off. ``prompt`` a template name ("detailed", "short", "camera") or
+    template text with ``{num_frames}``/``{duration_s}``; validated here, at construction.
     """
 
-    name = "caption"
-    stateful = True  # the VLM is loaded once per actor
+    name: ClassVar[str] = "caption"
+    stateful: ClassVar[bool] = True  # the VLM is loaded once per actor
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        prompt: str | PromptTemplate | None = "detailed",
-        batch_size: int = 8,
-        max_new_tokens: int = 256,
-        device: str | None = "auto",
-        dtype: Any = None,
-        backend: str = "transformers",
-        offline: bool | None = None,
-        max_chars: int = DEFAULT_MAX_CHARS,
-        min_words: int = DEFAULT_MIN_WORDS,
-        generation_kwargs: dict | None = None,
-        backend_kwargs: dict | None = None,
-        retry_single: bool = True,
-    ):
-        if batch_size < 1:
-            raise ValueError(f"caption batch_size must be >= 1, got {batch_size}")
-        if max_new_tokens < 1:
-            raise ValueError(f"caption max_new_tokens must be >= 1, got {max_new_tokens}")
-        self.model = model
-        self.template = get_template(prompt)
+    model: str = setting(DEFAULT_MODEL, "VLM id or local path for captions, or 'none' to skip captioning",
+                         decides=CAPTIONS)
+    prompt: str = setting("detailed", "prompt template name or text (or, in code, a PromptTemplate)", decides=CAPTIONS)
+    max_new_tokens: int = setting(128, "caption length limit in tokens", ge=1)
+    batch_size: int = setting(8, "clips per generation batch", ge=1)
+    workers: int | None = setting(None, "caption actors (default: one per GPU, else 1)", ge=1)
+    device: str = setting("auto", "auto (a GPU when the cluster has one), cpu, cuda or cuda:N")
+    # Not settings.
+    dtype: Any = None
+    backend: str = "transformers"
+    offline: bool | None = None
+    max_chars: int = DEFAULT_MAX_CHARS
+    min_words: int = DEFAULT_MIN_WORDS
+    generation_kwargs: dict | None = None
+    backend_kwargs: dict | None = None
+    retry_single: bool = True
+    template: PromptTemplate = field(init=False, repr=False)
+    prompt_hash: str = field(init=False, repr=False)
+    loaded: Any = field(default=None, init=False, repr=False)  # the backend, once setup() ran
+    stats: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"caption batch_size must be >= 1, got {self.batch_size}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"caption max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check_device(self.device, "caption_device")
+        self.template = get_template(self.prompt)
         self.prompt_hash = self.template.hash
-        self.batch_size = int(batch_size)
-        self.max_new_tokens = int(max_new_tokens)
-        if device is None or device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = str(device)
-        self.num_gpus = 1 if self.device.startswith("cuda") else 0
-        self.dtype = dtype
-        self.backend_name = backend
-        self.offline = offline
-        self.max_chars = max_chars
-        self.min_words = min_words
-        self.generation_kwargs = generation_kwargs
-        self.backend_kwargs = dict(backend_kwargs or {})
-        self.retry_single = retry_single
-        self.backend = None
         self.stats = {"batches": 0, "clips": 0, "captioned": 0, "rejected": 0, "retried_batches": 0,
                       "output_tokens": 0, "generate_s": 0.0}
 
     @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        return Resources(cpus=1, gpus=self.num_gpus)
+    def enabled(self) -> bool:
+        return self.model.lower() != "none"
+
+    def placement(self, cluster: Cluster) -> Placement:
+        """One actor per GPU (or ``workers``) when the cluster has GPUs, else one on a CPU;
+        a call is one generation batch."""
+        gpu = cluster.on_gpu(self.device)
+        return Placement(Resources(cpus=cluster.actor_cpus(1), gpus=1 if gpu else 0), rows_per_call=self.batch_size,
+                         workers=self.workers or (cluster.gpus if gpu else 1))
+
+    def run_device(self) -> str:
+        """The device this worker runs the model on (``auto``: its GPU when it has one)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def setup(self) -> None:
         """Load the model once (raises CaptionModelError with the fix when it is missing)."""
-        if self.backend is None:
+        if self.loaded is None:
             from caption.backends import load_backend
 
-            self.backend = load_backend(
-                self.model, self.device, self.dtype, backend=self.backend_name, offline=self.offline,
-                generation_kwargs=self.generation_kwargs, **self.backend_kwargs,
+            self.loaded = load_backend(
+                self.model, self.run_device(), self.dtype, backend=self.backend, offline=self.offline,
+                generation_kwargs=self.generation_kwargs, **(self.backend_kwargs or {}),
             )
 
     @property
     def frame_short_side(self) -> int | None:
-        return None if self.backend is None else self.backend.frame_short_side
+        return None if self.loaded is None else self.loaded.frame_short_side
 
     # -- per batch -----------------------------------------------------------------
 
@@ -248,9 +266,9 @@ class CaptionStage(Stage):
 
     def _generate(self, clips: list[ClipFrames], prompts: list[str]) -> list[str]:
         t = time.perf_counter()
-        out = self.backend.generate(clips, prompts, self.max_new_tokens)
+        out = self.loaded.generate(clips, prompts, self.max_new_tokens)
         self.stats["generate_s"] += time.perf_counter() - t
-        self.stats["output_tokens"] += getattr(self.backend, "last_num_output_tokens", 0)
+        self.stats["output_tokens"] += getattr(self.loaded, "last_num_output_tokens", 0)
         if len(out) != len(clips):
             raise RuntimeError(f"backend returned {len(out)} captions for {len(clips)} clips")
         return out

@@ -25,6 +25,7 @@ from curate.probe import VideoInfo
 from curate.scene_features import FrameFeature
 from curate.scene_filters import SceneFilterParams
 from curate.scenes import SceneDetector, segments
+from curate.settings import CLIPS, group, setting
 from curate.transitions import TransitionParams, TransNetFrames
 
 
@@ -37,26 +38,26 @@ class AnalysisError(Exception):
 
 @dataclass(frozen=True)
 class AnalysisParams:
-    detector: str = "content"  # content, adaptive (PySceneDetect) or transnetv2
-    threshold: float | None = None
-    min_scene_len_s: float = 0.5
-    analysis_width: int = 256  # scene detection runs on frames this wide
-    border_samples_per_s: float = 2.0
-    borders: bool = True
-    border: BorderParams = field(default_factory=BorderParams)
-    threads: int = 0  # ffmpeg's choice
-    timeout_s: float = 120.0  # base decode timeout, plus timeout_per_s per second of video
+    """The analysis decode: scene cuts, transitions, borders and the per-scene filters."""
+
+    scene_detector: str = setting(
+        "content", "content or adaptive (PySceneDetect), or transnetv2 (neural; also finds gradual transitions)",
+        choices=("content", "adaptive", "transnetv2"), decides=CLIPS)
+    scene_threshold: float | None = setting(None, "detector threshold (default: content 27, adaptive 3.0)",
+                                            decides=CLIPS, gt=0)
+    min_scene_len_s: float = setting(0.5, "minimum scene length between cuts, seconds", decides=CLIPS, ge=0)
+    analysis_width: int = setting(256, "frame width for scene detection (downscaled decode)", decides=CLIPS, ge=32)
+    transition: TransitionParams = group(TransitionParams, "transition_", "transitions")
+    border: BorderParams = group(BorderParams, "border_", "borders")
+    scene_filters: SceneFilterParams = group(SceneFilterParams, title="per-scene filters")
+    decode_timeout_s: float = setting(120.0, "decode timeout per unit, plus 2 s per second of video", gt=0)
+    # Not settings.
     timeout_per_s: float = 2.0
     min_decoded_fraction: float = 0.9  # a decode that fails later than this keeps its scenes
-    # With a PySceneDetect detector: TransNetV2 finds gradual transitions too (their frames
-    # belong to no clip). The transnetv2 detector always does.
-    transitions: bool = False
-    transition: TransitionParams = field(default_factory=TransitionParams)
-    scene_filters: SceneFilterParams = field(default_factory=SceneFilterParams)
 
     @property
     def uses_transnet(self) -> bool:
-        return self.detector == "transnetv2" or self.transitions
+        return self.scene_detector == "transnetv2" or self.transition.enabled
 
 
 @dataclass
@@ -134,13 +135,15 @@ def analyze_unit(
     params: AnalysisParams,
     clock: FrameClock,
     features: Sequence[FrameFeature] = (),
+    threads: int = 0,
 ) -> UnitAnalysis:
     """Decode frames [first_frame, end_frame) of ``info.path`` once; find scenes and crops.
 
-    ``end_frame`` None reads to the end of the stream. Raises AnalysisError.
+    ``end_frame`` None reads to the end of the stream; ``threads``: ffmpeg's decode threads
+    (0: ffmpeg's choice). Raises AnalysisError.
     """
     aw, ah = _analysis_size(info.width, info.height, params.analysis_width)
-    every = max(1, int(round(info.fps / params.border_samples_per_s)))
+    every = max(1, int(round(info.fps / params.border.samples_per_s)))
     start_s = clock.time(first_frame)
     duration_s = None if end_frame is None else clock.time(end_frame) - start_s
     # Packet timestamps (variable frame rate sources) count frames exactly; else the container's.
@@ -157,7 +160,7 @@ def analyze_unit(
     if transnet is not None:
         small_features.append(transnet)
         measured_now.append(transnet)
-    need_full = params.borders or bool(full_features)
+    need_full = params.border.enabled or bool(full_features)
 
     graph = f"[0:v]split=2[a][b];[a]scale={aw}:{ah}:flags=area,format=bgr24[lo]"
     if need_full:
@@ -169,7 +172,7 @@ def analyze_unit(
     else:
         graph += ";[b]nullsink"
     hi_read, hi_write = os.pipe()
-    args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(params.threads)]
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads)]
     if first_frame > 0:
         args += ["-ss", f"{max(0.0, start_s - 0.25 / info.fps):.6f}"]
     if duration_s is not None:
@@ -179,7 +182,7 @@ def analyze_unit(
     if need_full:
         args += ["-map", "[hi]", "-fps_mode", "passthrough", "-f", "rawvideo", f"pipe:{hi_write}"]
 
-    timeout = params.timeout_s + params.timeout_per_s * (duration_s or info.duration_s)
+    timeout = params.decode_timeout_s + params.timeout_per_s * (duration_s or info.duration_s)
     profiles: list[FrameProfile] = []
 
     def _read_hi() -> None:
@@ -191,16 +194,16 @@ def analyze_unit(
                 if len(buf) < size:
                     return
                 luma = np.frombuffer(buf, np.uint8).reshape(info.height, info.width)
-                if params.borders:
+                if params.border.enabled:
                     profiles.append(frame_profile(first_frame + j * every, luma, params.border))
                 for feature in full_features:
                     feature.push(first_frame + j * every, luma)
                 j += 1
 
     detector = None
-    if params.detector != "transnetv2":
+    if params.scene_detector != "transnetv2":
         detector = SceneDetector(
-            info.fps, params.detector, params.threshold, params.min_scene_len_s, first_frame=first_frame
+            info.fps, params.scene_detector, params.scene_threshold, params.min_scene_len_s, first_frame=first_frame
         )
     frame_bytes = aw * ah * 3
     n = 0
@@ -245,7 +248,8 @@ def analyze_unit(
     scenes = []
     for sc in segments(cuts, gradual, first_frame, last):
         own = [p for p in profiles if sc.start_frame <= p.frame_index < sc.end_frame]
-        crop = detect_crop(own, info.width, info.height, params.border) if params.borders else Crop(0, 0, info.width, info.height)
+        full = Crop(0, 0, info.width, info.height)
+        crop = detect_crop(own, info.width, info.height, params.border) if params.border.enabled else full
         stats: dict[str, Any] = {}
         for feature in measured_now:
             stats.update(feature.scene_stats(sc.start_frame, sc.end_frame))

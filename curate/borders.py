@@ -14,13 +14,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curate.settings import BYTES, setting
+
 
 @dataclass(frozen=True)
 class BorderParams:
-    black_level: float = 24.0  # a line is black when its mean luma (0-255) is at most this
-    bright_level: float = 48.0  # ... and at most `max_bright_fraction` of its pixels exceed this
+    """Black-border detection: on the full-resolution luma samples of the analysis decode."""
+
+    enabled: bool = setting(True, "detect and crop letterbox/pillarbox bars", key="crop_borders", decides=BYTES)
+    black_level: float = setting(24.0, "mean luma (0-255) at or below which a line is black", decides=BYTES, ge=0, le=255)
+    min_px: int = setting(4, "bars thinner than this are kept", decides=BYTES, ge=0)
+    samples_per_s: float = setting(2.0, "full-resolution frames sampled per second for borders (and burnt-in text)",
+                                   decides=BYTES, gt=0)
+    # Not settings: the rules of what a bar is.
+    bright_level: float = 48.0  # a black line has at most `max_bright_fraction` of its pixels above this
     max_bright_fraction: float = 0.01
-    min_border_px: int = 4  # thinner bars are left alone
     max_border_fraction: float = 0.35  # never remove more than this per side
     symmetry_tolerance: float = 0.02  # |top - bottom| may differ by this fraction of the side (+2 px)
     # A frame counts as evidence only when this fraction of its pixels is bright: a black
@@ -79,7 +87,7 @@ def _bars(lo: int, hi: int, size: int, params: BorderParams) -> tuple[int, int]:
     if abs(before - after) > params.symmetry_tolerance * size + 2:
         both = min(before, after)  # keep only what is black on both sides
         before = after = both
-    if max(before, after) < params.min_border_px:
+    if max(before, after) < params.min_px:
         return 0, 0
     return before, after
 

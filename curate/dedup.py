@@ -41,7 +41,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from curate.stage import Resources, Stage
+from curate import schema, shards
+from curate.settings import setting
+from curate.stage import Cluster, Placement, Resources, Stage
 
 KIND_PHASH = "phash64"
 _MAGIC = b"KVS1"
@@ -75,11 +77,17 @@ class SignatureParams:
 
 
 @dataclass(frozen=True)
-class MatchParams:
-    max_distance: float = 10.0  # mean differing hash bits (of 64) over aligned samples
-    max_offset_s: float = 0.5  # trims up to this long at either end are tried
-    min_overlap: float = 0.8  # aligned samples / samples of the longer clip
-    max_profile_diff: float = 12.0  # mean |luma difference| (0-255) after removing the mean
+class DedupParams:
+    """Near-duplicates: whether a run rejects them, and when two signatures are copies."""
+
+    enabled: bool = setting(
+        False, "reject near-duplicate scenes (of this run's clips and those already in --out) before encoding", key="dedup")
+    max_distance: float = setting(
+        10.0, "mean differing signature bits (of 64) per aligned frame of copies", ge=0, le=64)
+    max_offset_s: float = setting(0.5, "copies may be trimmed by up to this many seconds at either end", ge=0)
+    min_overlap: float = setting(0.8, "fraction of the longer clip that must align with the other", gt=0, le=1)
+    # Not a setting: mean |luma difference| (0-255) after removing the mean.
+    max_profile_diff: float = 12.0
 
 
 # --- per-frame hashes ----------------------------------------------------------------------
@@ -215,7 +223,7 @@ def majority_keys(hashes: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
     return out
 
 
-def signature_distance(a: Signature, b: Signature, params: MatchParams = MatchParams()) -> tuple[float, float, float]:
+def signature_distance(a: Signature, b: Signature, params: DedupParams = DedupParams()) -> tuple[float, float, float]:
     """(mean differing bits, overlap fraction, mean profile difference) at the best offset
     of ``b`` against ``a`` (within ``max_offset_s``); (64, 0, 255) when they cannot be aligned."""
     if a.kind != b.kind or a.rate != b.rate or not len(a) or not len(b):
@@ -249,7 +257,7 @@ def mostly_flat(sig: Signature) -> bool:
     return float(np.mean(sig.hashes == FLAT_HASH)) > MAX_FLAT_FRACTION
 
 
-def is_match(a: Signature, b: Signature, params: MatchParams = MatchParams()) -> bool:
+def is_match(a: Signature, b: Signature, params: DedupParams = DedupParams()) -> bool:
     if mostly_flat(a) or mostly_flat(b):
         return False
     bits, overlap, prof = signature_distance(a, b, params)
@@ -258,7 +266,7 @@ def is_match(a: Signature, b: Signature, params: MatchParams = MatchParams()) ->
 
 # Registered signature kinds: clip key (for LSH) and verification. An embedding kind adds
 # its own pair here (e.g. a sign-random-projection key and a cosine threshold).
-KINDS: dict[str, tuple[Callable[[Signature], int], Callable[[Signature, Signature, MatchParams], bool]]] = {
+KINDS: dict[str, tuple[Callable[[Signature], int], Callable[[Signature, Signature, DedupParams], bool]]] = {
     KIND_PHASH: (clip_key, is_match),
 }
 
@@ -295,7 +303,7 @@ class DedupIndex:
     can fetch them again (``load``), as for very large folders.
     """
 
-    def __init__(self, params: MatchParams = MatchParams(), load: Callable[[int], Signature] | None = None):
+    def __init__(self, params: DedupParams = DedupParams(), load: Callable[[int], Signature] | None = None):
         self.params = params
         self.ids: list[str] = []
         self.keys: list[int] = []
@@ -422,7 +430,7 @@ def duplicate_pairs(keys: np.ndarray, max_bucket: int = MAX_BUCKET) -> np.ndarra
 
 
 def assign_duplicates(keys: np.ndarray, signature: Callable[[int], Signature],
-                      params: MatchParams = MatchParams()) -> tuple[np.ndarray, int]:
+                      params: DedupParams = DedupParams()) -> tuple[np.ndarray, int]:
     """Clips 0..N-1 given best-first (keep order): ``dup_of[j]`` is the first kept clip i < j
     that j matches, or -1 (kept). The same answer as feeding ``DedupIndex`` in that order.
     Returns (dup_of, verifications made)."""
@@ -442,7 +450,7 @@ def assign_duplicates(keys: np.ndarray, signature: Callable[[int], Signature],
     return dup_of, verified
 
 
-def find_duplicates(rows: Iterable[dict], params: MatchParams = MatchParams()) -> dict[str, str]:
+def find_duplicates(rows: Iterable[dict], params: DedupParams = DedupParams()) -> dict[str, str]:
     """{duplicate clip id: kept clip id} over rows with ``clip_id``, ``signature`` (bytes),
     ``duration_s``, ``width``, ``height``. Rows without a signature are never matched.
     The keep rule decides which clip of a group is kept (``keep_order``)."""
@@ -464,7 +472,16 @@ def groups_of(duplicates: dict[str, str]) -> dict[str, list[str]]:
 # --- the dedup stage of `kvid curate --dedup` (see curate/stage.py) -------------------------
 
 
-def folder_index(rows: list[dict], params: MatchParams) -> DedupIndex:
+SIGNED_COLUMNS = ["clip_id", "signature", "duration_s", "width", "height"]
+
+
+def signed_rows(out_dir: str) -> list[dict]:
+    """SIGNED_COLUMNS of every clip in ``out_dir`` (clips curated before signatures existed
+    have none)."""
+    return shards.read_index(out_dir, SIGNED_COLUMNS).to_pylist()
+
+
+def folder_index(rows: list[dict], params: DedupParams) -> DedupIndex:
     """A DedupIndex of a folder's clips (rows with ``clip_id``, ``signature``, ``duration_s``,
     ``width``, ``height``), best first, so the kept ones are the rule's choice where the
     folder itself holds copies."""
@@ -474,10 +491,8 @@ def folder_index(rows: list[dict], params: MatchParams) -> DedupIndex:
     return index
 
 
-def mark_duplicate(rec, kept: str):
-    """``rec`` (a ClipRecord) as a ``duplicate`` reject of clip ``kept``."""
-    from curate import schema
-
+def mark_duplicate(rec: schema.ClipRecord, kept: str) -> schema.ClipRecord:
+    """``rec`` as a ``duplicate`` reject of clip ``kept``."""
     rec.duplicate_of = kept
     return rec.reject(schema.STAGE_DEDUP, schema.REASON_DUPLICATE, f"near copy of clip {kept}")
 
@@ -494,29 +509,36 @@ class DedupStage(Stage):
 
     name = "dedup"
     stateful = True  # the index of kept clips lives in one worker for the whole run
-    resources = Resources(cpus=0.25)  # dict look-ups: it must not take a CPU from the encoders
-    workers = 1
 
-    def __init__(self, folder_rows: list[dict], params: MatchParams):
+    def placement(self, cluster: Cluster) -> Placement:
+        # One worker holds the index; dict look-ups: it must not take a CPU from the encoders.
+        return Placement(Resources(cpus=0.25), workers=1)
+
+    def __init__(self, folder_rows: list[dict], params: DedupParams):
         self.folder_rows = folder_rows
         self.params = params
         self.index: DedupIndex | None = None
+
+    @classmethod
+    def for_folder(cls, out_dir: str, params: DedupParams) -> DedupStage:
+        """The stage for a run into ``out_dir``: its clips, read here (on the driver: a worker's
+        node may not see the folder), are the copies every new scene is matched against first."""
+        return cls([r for r in signed_rows(out_dir) if r["signature"]], params)
 
     def setup(self) -> None:
         self.index = folder_index(self.folder_rows, self.params)
 
     def process(self, rows: list[dict]) -> list[dict]:
-        from curate.schema import STATUS_OK, ClipRecord
-
         if self.index is None:
             self.setup()
         assert self.index is not None
         out = []
         for row in rows:
             blob = signature_bytes(row.get("signature"))
-            if row.get("unit") is not None and row.get("status") == STATUS_OK and blob:  # a scene on its way to the encoder
+            on_its_way_to_the_encoder = row.get("unit") is not None and row.get("status") == schema.STATUS_OK
+            if on_its_way_to_the_encoder and blob:
                 kept = self.index.add(row["clip_id"], Signature.from_bytes(blob))
                 if kept is not None:
-                    row = mark_duplicate(ClipRecord.from_row(row), kept).to_row()  # drops the unit: never encoded
+                    row = mark_duplicate(schema.ClipRecord.from_row(row), kept).to_row()  # drops the unit: never encoded
             out.append(row)
         return out

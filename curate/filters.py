@@ -3,30 +3,28 @@ so a threshold can change later without recomputing anything."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from curate import schema
 from curate.probe import VideoInfo
+from curate.settings import CLIPS, setting
 
 
 @dataclass(frozen=True)
 class FilterParams:
-    min_duration_s: float = 2.0
-    min_area: int = 256 * 256
-    min_side: int = 128
-    min_fps: float = 23.0
+    """The size, length and frame-rate filters of the paper."""
+
+    min_duration_s: float = setting(2.0, "drop scenes shorter than this", decides=CLIPS, ge=0)
+    min_area: int = setting(256 * 256, "drop clips with fewer pixels (after crop)", decides=CLIPS, ge=0)
+    min_side: int = setting(128, "drop clips with a side under this (after crop)", decides=CLIPS, ge=0)
+    min_fps: float = setting(23.0, "drop sources below this frame rate", decides=CLIPS, ge=0)
     # Sanity bounds: beyond these a file is broken or hostile, not just unsuitable.
-    max_fps: float = 240.0
-    max_side: int = 8192
+    max_fps: float = setting(240.0, "reject sources above this frame rate as broken", decides=CLIPS, gt=0)
+    max_side: int = setting(8192, "reject sources with a side above this as broken", decides=CLIPS, gt=0)
 
-
-def setting(default: Any, help: str, key: str | None = None, **bounds: float) -> Any:
-    """A filter parameter that is also a config key and a ``--flag``: its default, its help,
-    its bounds (``ge``/``gt``/``le``/``lt``, checked by the config) and its key where that is not
-    the field's name. Declared once, beside the code that uses it; pipelines/config.py makes
-    the key and the flag from it."""
-    return field(default=default, metadata={"help": help, "key": key, "bounds": bounds})
+    def __post_init__(self) -> None:
+        if self.max_fps <= self.min_fps:
+            raise ValueError("max_fps must be above min_fps")
 
 
 @dataclass(frozen=True)

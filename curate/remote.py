@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from curate import ids
+from curate.settings import setting
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _PART = ".part"
@@ -43,12 +44,12 @@ class RemoteError(OSError):
 class InputCache:
     """Where staged copies of URI sources live on each node, and how much space they may take."""
 
-    folder: str | None = None  # None: <system temp>/kvid-inputs
-    max_gb: float = 50.0
+    dir: str | None = setting(None, "where each node keeps copies of URI sources (default: <system temp>/kvid-inputs)")
+    gb: float = setting(50.0, "size cap of that cache per node, in GB; least recently used copies go first", gt=0)
 
     @property
     def path(self) -> str:
-        return self.folder or os.path.join(tempfile.gettempdir(), "kvid-inputs")
+        return self.dir or os.path.join(tempfile.gettempdir(), "kvid-inputs")
 
 
 def filesystem(uri: str):
@@ -153,7 +154,7 @@ def evict(cache: InputCache, keep: str | None = None) -> list[str]:
             continue
         copies.append((st.st_mtime, st.st_size, p))
     total = sum(size for _, size, _ in copies)
-    limit = cache.max_gb * 1e9
+    limit = cache.gb * 1e9
     removed = []
     for _, size, p in sorted(copies):
         if total <= limit:

@@ -1,30 +1,31 @@
 """The per-scene filters of the analysis decode, in the order they decide (cheapest first).
 
-Each filter is one module: a ``FrameFeature`` (curate/scene_features.py) that measures
-frames during the decode and sums them up per scene, its parameters (a dataclass with an
-``enabled`` switch and thresholds, each declared with ``curate.filters.setting``: default,
-help, bounds, config key) and ``check(stats, params)``, the keep/drop decision. Adding one =
-its file and one line in ``SCENE_FILTERS``: its config keys and flags come from its
-parameters (pipelines/config.py reads ``settings()``). The statistics are stored on the
-scene's record, kept or rejected, under the filter's name as prefix.
+Each filter is one module (``curate/filter_<name>.py``): a ``FrameFeature``
+(curate/scene_features.py) that measures frames during the decode and sums them up per
+scene, its parameters (a dataclass with an ``enabled`` switch and thresholds, each declared
+with ``curate.settings.setting``) and ``check(stats, params)``, the keep/drop decision.
+Adding one = its file and one line in ``SCENE_FILTERS``: ``SceneFilterParams`` gets a group
+for its parameters, so they become config keys and flags like every other setting. The
+statistics are stored on the scene's record, kept or rejected, under the filter's name as
+prefix; its name is also its reject reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from curate import flatness, schema, stillness, text_area
+from curate import filter_flat, filter_static, filter_text, schema
 from curate.filters import Rejection
+from curate.settings import group
 
 
 @dataclass(frozen=True)
 class SceneFilter:
-    name: str  # the prefix of its statistics, and its name in SceneFilterParams
-    reason: str  # the reject reason its check gives
+    name: str  # its one name: the prefix of its statistics, its field in SceneFilterParams, its reject reason
+    reason: str  # the reject reason its check gives (the name, as a schema constant)
     params: type  # its parameter dataclass
     feature: Callable[[Any], Any]  # params -> a FrameFeature, one per unit of work
     check: Callable[[dict[str, Any], Any], Rejection | None]
@@ -35,71 +36,34 @@ class SceneFilter:
 
 
 SCENE_FILTERS: tuple[SceneFilter, ...] = (
-    # flat before still: a uniform field is also still
-    SceneFilter("flat", schema.REASON_FLAT, flatness.FlatParams, flatness.FlatFeature, flatness.check),
-    SceneFilter("still", schema.REASON_STATIC, stillness.StillParams, stillness.StillFeature, stillness.check),
-    SceneFilter("text", schema.REASON_TEXT, text_area.TextParams, text_area.TextAreaFeature, text_area.check,
+    # flat before static: a uniform field is also static
+    SceneFilter("flat", schema.REASON_FLAT, filter_flat.FlatParams, filter_flat.FlatFeature, filter_flat.check),
+    SceneFilter("static", schema.REASON_STATIC, filter_static.StaticParams, filter_static.StaticFeature, filter_static.check),
+    SceneFilter("text", schema.REASON_TEXT, filter_text.TextParams, filter_text.TextAreaFeature, filter_text.check,
                 frames="full", deferred=True),
 )
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One filter parameter that is a config key: ``key`` (YAML) and ``--key-with-dashes``."""
-
-    key: str
-    filter: SceneFilter
-    name: str  # the field of the filter's parameters
-    type: Any
-    default: Any
-    help: str
-    bounds: Mapping[str, float]
-
-
-def settings() -> Iterator[Setting]:
-    """Every filter parameter declared with ``setting()``, in registry order."""
-    for f in SCENE_FILTERS:
-        types = typing.get_type_hints(f.params)
-        for p in dataclasses.fields(f.params):
-            if "help" in p.metadata:
-                yield Setting(p.metadata["key"] or p.name, f, p.name, types[p.name], p.default,
-                              p.metadata["help"], p.metadata["bounds"])
+def _params_class() -> type:
+    """One field per registered filter, holding its parameters (``params.of(f)``). Each is a
+    settings group: the filter's settings are config keys, as declared in its file."""
+    fields = [(f.name, f.params, group(f.params, title="per-scene filters")) for f in SCENE_FILTERS]
+    cls = dataclasses.make_dataclass("SceneFilterParams", fields, frozen=True, namespace={
+        "__doc__": "The parameters of every registered per-scene filter, by its name (a filter not given keeps its defaults).",
+        "enabled": lambda self: [f for f in SCENE_FILTERS if self.of(f).enabled],
+        "of": lambda self, f: getattr(self, f.name),
+    })
+    cls.__module__ = __name__
+    return cls
 
 
-class SceneFilterParams:
-    """The parameters of every registered filter, by its name (``params.of(f)``); a filter not
-    given keeps its defaults."""
-
-    def __init__(self, **by_name: Any):
-        unknown = sorted(set(by_name) - {f.name for f in SCENE_FILTERS})
-        if unknown:
-            raise TypeError(f"unknown scene filter {', '.join(unknown)}; registered: "
-                            f"{', '.join(f.name for f in SCENE_FILTERS)}")
-        self.by_name = {f.name: by_name.get(f.name) or f.params() for f in SCENE_FILTERS}
-
-    @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> SceneFilterParams:
-        """From config values by setting key (keys not in ``values`` keep their defaults)."""
-        kwargs: dict[str, dict[str, Any]] = {f.name: {} for f in SCENE_FILTERS}
-        for s in settings():
-            if s.key in values:
-                kwargs[s.filter.name][s.name] = values[s.key]
-        return cls(**{f.name: f.params(**kwargs[f.name]) for f in SCENE_FILTERS})
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SceneFilterParams) and other.by_name == self.by_name
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.by_name.items()))
-
-    def __repr__(self) -> str:
-        return f"SceneFilterParams({', '.join(f'{k}={v!r}' for k, v in self.by_name.items())})"
-
-    def enabled(self) -> list[SceneFilter]:
-        return [f for f in SCENE_FILTERS if self.of(f).enabled]
-
-    def of(self, f: SceneFilter) -> Any:
-        return self.by_name[f.name]
+if TYPE_CHECKING:
+    class SceneFilterParams:  # what a type checker sees of the generated class
+        def __init__(self, **by_name: Any) -> None: ...
+        def enabled(self) -> list[SceneFilter]: ...
+        def of(self, f: SceneFilter) -> Any: ...
+else:
+    SceneFilterParams = _params_class()
 
 
 def check_stats(stats: dict[str, Any], params: SceneFilterParams, deferred: bool) -> Rejection | None:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from curate import schema
 from curate.schema import ClipRecord, records_to_table
+from curate.settings import setting
 
 SHARDS, INDEX, REJECTS = "shards", "index", "rejects"
 MANIFEST = "manifest.json"
@@ -367,28 +368,25 @@ class PartWriter:
             os.unlink(self._tar_tmp)
 
 
+@dataclass(frozen=True)
+class ShardParams:
+    """When the writer closes a part (a tar with its index and rejects files) and commits it."""
+
+    max_clips: int = setting(1000, "clips per tar shard", ge=1)
+    max_mb: float = setting(1024.0, "video megabytes per tar shard", gt=0)
+    # A SIGKILLed driver loses the open part: this bounds how much finished work that is.
+    max_open_s: float = setting(600.0, "commit an open shard after this many seconds", gt=0)
+
+
 class ShardWriter:
-    """Rolls rows into parts and commits each atomically.
+    """Rolls rows into parts and commits each atomically (see ``ShardParams`` for when).
+    Deduplication is the caller's (see ``UnitLedger``)."""
 
-    A part is closed when it holds ``max_clips`` clips or ``max_bytes`` of video, or has been
-    open ``max_open_s`` seconds (so a slow run still commits its work regularly).
-    Deduplication is the caller's (see ``UnitLedger``).
-    """
-
-    def __init__(
-        self,
-        out_dir: str,
-        first_seq: int = 0,
-        max_clips: int = 1000,
-        max_bytes: int = 1 << 30,
-        max_open_s: float = 600.0,
-    ):
+    def __init__(self, out_dir: str, params: ShardParams = ShardParams(), first_seq: int = 0):
         ensure_layout(out_dir)
         self.out_dir = out_dir
         self.seq = first_seq
-        self.max_clips = max_clips
-        self.max_bytes = max_bytes
-        self.max_open_s = max_open_s
+        self.params = params
         self.written: Counter = Counter()  # clips, rejects, parts, bytes
         self._part: PartWriter | None = None
 
@@ -415,9 +413,10 @@ class ShardWriter:
         raise disk_full_error(self.out_dir) from e
 
     def _should_flush(self, part: PartWriter) -> bool:
-        if len(part.clips) >= self.max_clips or part.bytes >= self.max_bytes or len(part.rejects) >= self.max_clips:
+        p = self.params
+        if len(part.clips) >= p.max_clips or part.bytes >= p.max_mb * 2**20 or len(part.rejects) >= p.max_clips:
             return True
-        return time.monotonic() - part.opened >= self.max_open_s
+        return time.monotonic() - part.opened >= p.max_open_s
 
     def flush(self) -> None:
         """Commit what is pending as one part."""

@@ -11,28 +11,21 @@ from dataclasses import dataclass
 from curate.borders import Crop
 from curate.ffmpeg import FFmpegError, ffprobe_json, run_ffmpeg, safe_input
 from curate.probe import VideoInfo
+from curate.settings import BYTES, setting
 
 
 @dataclass(frozen=True)
 class TranscodeParams:
-    fps: float = 24.0
-    max_short_side: int = 1080
-    codec: str = "libx264"
-    crf: int = 18
-    preset: str = "fast"
-    threads: int = 0  # ffmpeg's choice
+    """The encode of a kept scene: the clips' frame rate, size and codec."""
+
+    fps: float = setting(24.0, "output frame rate", decides=BYTES, gt=0)
+    max_short_side: int = setting(1080, "scale down so the short side is at most this (never up)", decides=BYTES, ge=16)
+    codec: str = setting("libx264", "ffmpeg video encoder", decides=BYTES)
+    crf: int = setting(18, "encoder quality (lower is better)", decides=BYTES, ge=0, le=51)
+    preset: str = setting("fast", "encoder speed preset", decides=BYTES)
+    # Not settings.
     timeout_s: float = 60.0  # plus timeout_per_s per second of clip
     timeout_per_s: float = 10.0
-
-    def settings(self) -> dict:
-        """What changes the output bytes (goes into the clip id's config hash)."""
-        return {
-            "fps": self.fps,
-            "max_short_side": self.max_short_side,
-            "codec": self.codec,
-            "crf": self.crf,
-            "preset": self.preset,
-        }
 
 
 @dataclass(frozen=True)
@@ -77,8 +70,10 @@ def transcode_scene(
     crop: Crop,
     params: TranscodeParams,
     tmp_dir: str | None = None,
+    threads: int = 0,
 ) -> ClipFile:
-    """Encode [start_s, end_s) of the source (seconds from its first frame). Raises FFmpegError."""
+    """Encode [start_s, end_s) of the source (seconds from its first frame) with ``threads``
+    ffmpeg threads (0: ffmpeg's choice). Raises FFmpegError."""
     out_w, out_h = output_size(crop.w, crop.h, info.sample_aspect, params.max_short_side)
     n_frames = output_frames(end_s - start_s, params.fps)
     # Seek a quarter frame early so float rounding can never drop the first frame, then
@@ -96,7 +91,7 @@ def transcode_scene(
     fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix="kvid-clip-", dir=tmp_dir)
     os.close(fd)
     try:
-        args = ["-threads", str(params.threads)]
+        args = ["-threads", str(threads)]
         if seek > 0:
             args += ["-ss", f"{seek:.6f}"]
         args += [

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from curate.scene_features import FrameSeries
+from curate.settings import CLIPS, check_device, setting
 
 INPUT_W, INPUT_H = 48, 27
 WINDOW = 100
@@ -38,12 +39,26 @@ class TransitionModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class TransitionParams:
-    threshold: float = 0.5  # "many" probability above which a frame is part of a transition
-    extend_threshold: float = 0.1  # a transition extends over its neighbours above this
+    """TransNetV2 on the analysis decode's frames: gradual transitions belong to no clip."""
+
+    # With a PySceneDetect detector: TransNetV2 finds gradual transitions too (their frames
+    # belong to no clip). The transnetv2 detector always does.
+    enabled: bool = setting(
+        False, "with a PySceneDetect detector, also find fades/dissolves/wipes with TransNetV2; their frames go to no clip",
+        key="transitions", decides=CLIPS)
+    threshold: float = setting(0.5, "TransNetV2 probability above which a frame is part of a transition",
+                               decides=CLIPS, gt=0, lt=1)
+    extend_threshold: float = setting(
+        0.1, "a transition extends over neighbouring frames above this probability (faint fade frames)",
+        decides=CLIPS, gt=0, lt=1)
+    device: str = setting("auto", "TransNetV2 device: auto, cpu, cuda or cuda:N")
+    # Not settings.
     max_cut_frames: int = 2  # a run of at most this many transition frames is a hard cut: no frame dropped
     margin_frames: int = 1  # frames dropped on each side of a gradual transition as well
-    device: str = "auto"  # auto (cuda when this process sees a GPU), cpu, cuda, cuda:N
     batch_windows: int = 8  # windows of 100 frames per forward pass
+
+    def __post_init__(self) -> None:
+        check_device(self.device, "transition_device")
 
 
 def weights_path() -> str:

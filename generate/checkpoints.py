@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from curate.version import KVID_VERSION
+
 
 class MissingWeightsError(FileNotFoundError):
     """Weights that a component needs are absent; the message says which files and how to fix it."""
@@ -251,12 +253,9 @@ def convert_official_to_safetensors(folder: str | os.PathLike, out: str | os.Pat
 
 def save_component(module: nn.Module, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     from safetensors.torch import save_file
-
-    from . import __version__
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"class": type(module).__name__, "config": module.config.to_dict(), "kvid_version": __version__}
+    meta = {"class": type(module).__name__, "config": module.config.to_dict(), "kvid_version": KVID_VERSION}
     if extra:
         meta.update(extra)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}

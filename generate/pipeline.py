@@ -38,6 +38,8 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from curate.version import KVID_VERSION
+
 from .checkpoints import (
     check_official_folder,
     load_checked,
@@ -405,9 +407,6 @@ class KandinskyVideoPipeline:
         """Write our format: one sub-folder per component (config.json + model.safetensors),
         the text encoder through transformers ``save_pretrained`` plus ``projection.safetensors``."""
         from safetensors.torch import save_file
-
-        from . import __version__
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("unet", "interpolation_unet", "movq", "video_movq"):
@@ -421,7 +420,7 @@ class KandinskyVideoPipeline:
             save_file(proj, str(te_dir / "projection.safetensors"))
             te_dtype = dtype_name(self.text_encoder.dtype)
         meta = {
-            "kvid_version": __version__, "config": self.config.to_dict(), "text_encoder_dtype": te_dtype,
+            "kvid_version": KVID_VERSION, "config": self.config.to_dict(), "text_encoder_dtype": te_dtype,
             "has_text_encoder": self.text_encoder is not None,
         }
         (folder / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))

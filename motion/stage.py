@@ -22,13 +22,15 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
 from curate import schema
-from curate.stage import Resources, Stage
-from motion.backends import FlowBackend, MotionError, canonical_backend_name, get_backend, is_raft
+from curate.settings import MOTION_UNITS, check_device, setting
+from curate.stage import Cluster, Placement, Resources, Stage
+from motion.backends import ALIASES, BACKENDS, FlowBackend, MotionError, canonical_backend_name, get_backend, is_raft
 from motion.score import DEFAULT_FPS, DEFAULT_SIZE, _check_stride, iter_pairs, result_from_stats
 
 _PAIR, _DONE, _ERROR = 0, 1, 2
@@ -38,74 +40,64 @@ class _Stopped(Exception):
     pass
 
 
+# The backend setting's values: "none" turns motion scoring off.
+BACKEND_CHOICES = ("none", *ALIASES, *BACKENDS)
+
+
+@dataclass(kw_only=True, eq=False)
 class MotionStage(Stage):
     """Fill the motion columns of ok rows; turn clips that fail into ``motion_failed`` rejects."""
 
-    name = "motion"
-    stateful = True  # the flow model is loaded once per actor
+    name: ClassVar[str] = "motion"
+    stateful: ClassVar[bool] = True  # the flow model is loaded once per actor
 
-    def __init__(
-        self,
-        backend: str = "raft_large",
-        size: int = DEFAULT_SIZE,
-        stride: int = 1,
-        batch_size: int | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        weights: str | None = "default",
-        num_flow_updates: int = 12,
-        *,
-        fps: float = DEFAULT_FPS,
-        dis_preset: str | None = None,
-        workers: int = 1,
-        decode_workers: int | None = None,
-        decode_timeout: float | None = 600.0,
-        allow_download: bool = True,
-        num_cpus: float | None = None,
-        use_row_dims: bool = True,
-    ):
-        self.backend_name = canonical_backend_name(backend)
-        self.size = int(size)
+    backend: str = setting("raft", "motion score backend: raft (= raft_large), raft_small, dis, farneback or none",
+                           choices=BACKEND_CHOICES, decides=MOTION_UNITS)
+    size: int = setting(DEFAULT_SIZE, "short side (px) the flow is computed at; scores are in px/frame at it",
+                        decides=MOTION_UNITS, ge=16)
+    stride: int = setting(1, "use every k-th consecutive frame pair (long clips)", ge=1)
+    batch_size: int | None = setting(
+        None, "frame pairs per flow batch (default: 32 on a GPU, 4 for RAFT on a CPU, 16 for OpenCV)", ge=1)
+    weights: str | None = setting(None, "local RAFT .pth weights (default: torchvision's download)")
+    workers: int | None = setting(None, "motion actors (default: one per GPU, else a quarter of the CPUs)", ge=1)
+    device: str = setting("auto", "auto (a GPU when the cluster has one), cpu, cuda or cuda:N")
+    # Not settings.
+    random_weights: bool = False  # RAFT with random weights: tests and benchmarks only
+    dtype: str = "auto"
+    num_flow_updates: int = 12
+    # Frames per second the flow is computed at; None: each clip's own rate (its record's
+    # ``fps``, the run's output rate), or DEFAULT_FPS for a clip without one.
+    fps: float | None = None
+    dis_preset: str | None = None
+    flow_threads: int = 1  # OpenCV threads of a CPU backend: the CPUs an actor holds
+    decode_workers: int | None = None  # decode threads (one ffmpeg each); None: 4 on a GPU, else 1
+    decode_timeout: float | None = 600.0
+    allow_download: bool = True
+    use_row_dims: bool = True
+    _backend: FlowBackend | None = field(default=None, init=False, repr=False)
+    _device: str = field(default="cpu", init=False, repr=False)  # resolved in setup()
+    _batch: int = field(default=16, init=False, repr=False)  # resolved in setup()
+
+    def __post_init__(self) -> None:
+        if self.backend == "none":
+            return
+        self.backend = canonical_backend_name(self.backend)
         if self.size < 8:
-            raise ValueError(f"motion size must be >= 8 px, got {size}")
-        self.stride = _check_stride(stride)
-        self.fps = float(fps)
-        self.decode_timeout = decode_timeout
-        self.use_row_dims = bool(use_row_dims)
-        if is_raft(self.backend_name):
-            from motion.raft import resolve_device, resolve_dtype
-
-            self.device = resolve_device(device)
-            self.dtype = resolve_dtype(dtype, self.device)
-            self._opts: dict[str, Any] = dict(
-                device=self.device,
-                dtype=self.dtype,
-                weights=weights,
-                num_flow_updates=num_flow_updates,
-                allow_download=allow_download,
-            )
-            default_bs = 32 if self.device.startswith("cuda") else 4
-        else:
-            if device not in (None, "auto", "cpu"):
-                raise ValueError(f"the {self.backend_name} backend runs on CPU only (got device={device!r})")
-            self.device, self.dtype = "cpu", "float32"
-            self._opts = {"workers": int(workers)}
-            if self.backend_name == "dis":
-                self._opts["preset"] = dis_preset
-            default_bs = 16
-        # Decode threads (one ffmpeg each): enough to keep a GPU fed; one ahead of the CPU flow.
-        if decode_workers is None:
-            decode_workers = 4 if self.device.startswith("cuda") else 1
-        self.decode_workers = max(1, int(decode_workers))
-        self.batch_size = int(batch_size or default_bs)
-        if self.batch_size < 1:
+            raise ValueError(f"motion size must be >= 8 px, got {self.size}")
+        self.stride = _check_stride(self.stride)
+        check_device(self.device, "motion_device")
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        # Declared resources (the pipeline turns these into actor options).
-        self.num_gpus = 1 if self.device.startswith("cuda") else 0
-        if num_cpus is None:
-            num_cpus = self.decode_workers if self.num_gpus else int(workers)
-        self.num_cpus = float(num_cpus)
-        self._backend: FlowBackend | None = None
+        if not is_raft(self.backend) and self.device not in ("auto", "cpu"):
+            raise ValueError(f"the {self.backend} backend runs on CPU only (got device={self.device!r})")
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend
 
     def __getstate__(self) -> dict:
         # Ship the configuration, not a loaded model (Ray pickles stages to actors).
@@ -113,27 +105,55 @@ class MotionStage(Stage):
         state["_backend"] = None
         return state
 
-    @property
-    def resources(self) -> Resources:  # type: ignore[override]
-        return Resources(cpus=self.num_cpus, gpus=self.num_gpus)
+    def placement(self, cluster: Cluster) -> Placement:
+        """RAFT on a cluster with GPUs: one actor per GPU (or ``workers``), a few decode
+        threads each, 8 clips per call so frame pairs batch across clips. Otherwise CPU actors
+        of ``flow_threads`` CPUs, one per 4 CPUs of the cluster (or ``workers``)."""
+        if is_raft(self.backend) and cluster.on_gpu(self.device):
+            return Placement(Resources(cpus=cluster.actor_cpus(self.decode_threads(True)), gpus=1), rows_per_call=8,
+                             workers=self.workers or cluster.gpus)
+        return Placement(Resources(cpus=cluster.actor_cpus(self.flow_threads)), rows_per_call=2,
+                         workers=self.workers or max(1, int(cluster.cpus) // 4))
+
+    def decode_threads(self, on_gpu: bool) -> int:
+        # Enough to keep a GPU fed; one ahead of the CPU flow.
+        return self.decode_workers or (4 if on_gpu else 1)
 
     @property
-    def backend(self) -> FlowBackend:
+    def flow(self) -> FlowBackend:
+        """The loaded flow backend (set up on first use)."""
         self.setup()
         assert self._backend is not None
         return self._backend
 
     def setup(self) -> None:
-        """Build the backend and load its model once. Raises MotionWeightsError at start."""
+        """Build the backend and load its model once, on the device this worker has (``auto``:
+        its GPU when Ray gave it one). Raises MotionWeightsError at start."""
         if self._backend is None:
-            b = get_backend(self.backend_name, **self._opts)
+            if is_raft(self.backend):
+                from motion.raft import resolve_device, resolve_dtype
+
+                device = resolve_device(self.device)
+                opts: dict[str, Any] = dict(
+                    device=device, dtype=resolve_dtype(self.dtype, device), num_flow_updates=self.num_flow_updates,
+                    weights=None if self.random_weights else (self.weights or "default"),
+                    allow_download=self.allow_download)
+                default_batch = 32 if device.startswith("cuda") else 4
+            else:
+                opts = {"workers": self.flow_threads}
+                if self.backend == "dis":
+                    opts["preset"] = self.dis_preset
+                device, default_batch = "cpu", 16
+            b = get_backend(self.backend, **opts)
             b.setup()
             self._backend = b
+            self._device = device
+            self._batch = self.batch_size or default_batch
 
     # -- the call -------------------------------------------------------------------------
 
     def process(self, rows: list[dict]) -> list[dict]:
-        backend = self.backend
+        backend = self.flow
         out = [dict(r) for r in rows]
         todo = [i for i, r in enumerate(out) if r.get("status", schema.STATUS_OK) == schema.STATUS_OK]
         errors: dict[int, str] = {}
@@ -142,7 +162,8 @@ class MotionStage(Stage):
                 errors[i] = "no clip bytes (row has no 'mp4')"
         todo = [i for i in todo if i not in errors]
         dims = [self._known_dims(out[i]) for i in todo]
-        stats, n_pairs, frames = self._score(backend, [out[i]["mp4"] for i in todo], dims, errors, todo)
+        rates = [float(self.fps or out[i].get("fps") or DEFAULT_FPS) for i in todo]
+        stats, n_pairs, frames = self._score(backend, [out[i]["mp4"] for i in todo], dims, rates, errors, todo)
         for j, i in enumerate(todo):
             if i in errors:
                 continue
@@ -182,7 +203,8 @@ class MotionStage(Stage):
             return None, None
         return w, h
 
-    def _score(self, backend: FlowBackend, clips: list, dims: list, errors: dict[int, str], row_index: list[int]):
+    def _score(self, backend: FlowBackend, clips: list, dims: list, rates: list[float], errors: dict[int, str],
+               row_index: list[int]):
         """Per clip: list of (3,) stats per pair, number of pairs, number of frames."""
         n = len(clips)
         stats: list[list] = [[] for _ in range(n)]
@@ -191,7 +213,7 @@ class MotionStage(Stage):
         if n == 0:
             return stats, n_pairs, n_frames
         failed: set[int] = set()
-        q: queue.Queue = queue.Queue(maxsize=max(4, 2 * self.batch_size))
+        q: queue.Queue = queue.Queue(maxsize=max(4, 2 * self._batch))
         stop = threading.Event()
 
         def put(item) -> None:
@@ -217,7 +239,7 @@ class MotionStage(Stage):
             try:
                 clip = clips[j] if isinstance(clips[j], (bytes, str)) else bytes(clips[j])
                 with as_file(clip) as path:
-                    it = iter_frames(path, width=dims[j][0], height=dims[j][1], fps=self.fps, short_side=self.size,
+                    it = iter_frames(path, width=dims[j][0], height=dims[j][1], fps=rates[j], short_side=self.size,
                                      pix_fmt="rgb24", timeout=self.decode_timeout)
                     try:
                         k = 0
@@ -266,7 +288,8 @@ class MotionStage(Stage):
                         lst.extend([None] * (k + 1 - len(lst)))
                     lst[k] = s
 
-        with ThreadPoolExecutor(max_workers=min(self.decode_workers, n), thread_name_prefix="kvid-motion-decode") as pool:
+        decoders = min(self.decode_threads(self._device.startswith("cuda")), n)
+        with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="kvid-motion-decode") as pool:
             try:
                 for j in range(n):
                     pool.submit(decode, j)
@@ -280,9 +303,9 @@ class MotionStage(Stage):
                         key = item[3].shape
                         buf = pending.setdefault(key, [])
                         buf.append(item)
-                        if len(buf) >= self.batch_size:
+                        if len(buf) >= self._batch:
                             run(pending.pop(key))
-                        elif sum(len(b) for b in pending.values()) > 2 * self.batch_size:
+                        elif sum(len(b) for b in pending.values()) > 2 * self._batch:
                             # many frame shapes at once: run the fullest partial batch
                             run(pending.pop(max(pending, key=lambda k: len(pending[k]))))
                     elif kind == _DONE:

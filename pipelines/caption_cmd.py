@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.config import ConfigError
-from pipelines.rewrite import add_folder_flags
+from pipelines.config import ConfigError, keys_of
+from pipelines.graph import add_stages, model_stages
+from pipelines.preflight import preflight
+from pipelines.rewrite import add_folder_flags, folder_config, rewrite
 
 EPILOG = """\
 examples:
@@ -25,8 +27,7 @@ not in the local cache stops the run at start with that advice.
 """
 
 
-CAPTION_KEYS = ("caption_model", "caption_prompt", "caption_frames", "caption_max_new_tokens", "caption_batch_size",
-                "caption_device", "caption_workers")
+CAPTION_KEYS = keys_of("caption_frames", "caption")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_folder_flags(parser, "caption_", CAPTION_KEYS, required=("caption_model",))
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.graph import add_stages, model_stages, on_cluster
-    from pipelines.preflight import preflight
-    from pipelines.rewrite import folder_config, rewrite
-
     # Motion is not redone here: the model check must not load RAFT.
     cfg = folder_config(args.dir, args, (*CAPTION_KEYS, "ray_address"), motion_backend="none")
     if not cfg.caption_enabled:
         raise ConfigError("--model none would remove the captions; give a model id or folder")
     preflight(cfg)
     settings = {k: getattr(cfg, k) for k in ("caption_model", "caption_prompt", "caption_frames", "caption_max_new_tokens")}
-    summary = rewrite(args.dir, cfg, "caption", settings, lambda ds: add_stages(ds, model_stages(on_cluster(cfg))),
+    stages = model_stages(cfg.settings())
+    summary = rewrite(args.dir, cfg, "caption", settings, lambda ds, cluster: add_stages(ds, stages, cluster),
                       show_progress=False if args.quiet else None, config_updates=settings)
     print(
         f"kvid caption: {summary['clips']} clips captioned ({summary['new_rejects']} caption_failed) in "

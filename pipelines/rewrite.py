@@ -17,10 +17,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from tqdm import tqdm
+
 from curate import shards
 from curate.manifest import dataset_counts, now, read_manifest, write_manifest
+from curate.stage import Cluster
 from pipelines import rows as R
 from pipelines.config import CurateConfig, build_config
+from pipelines.preflight import require_kvid_folder
+from pipelines.ray_runtime import current_cluster, ray_session
 
 _REWRITE_INFO = "rewrite.json"
 
@@ -38,8 +43,6 @@ def read_part_op(row: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
 
 def load_config(out_dir: str) -> CurateConfig:
     """The effective config the folder was curated with (from its manifest)."""
-    from pipelines.preflight import require_kvid_folder
-
     require_kvid_folder(out_dir)
     manifest = read_manifest(out_dir) or {}
     known = CurateConfig.model_fields
@@ -94,18 +97,14 @@ def _rewrite(
     cfg: CurateConfig,
     kind: str,
     settings: dict,
-    add_stages: Callable[[Any], Any],
+    add_stages: Callable[[Any, Cluster], Any],
     show_progress: bool | None = None,
     config_updates: dict | None = None,
 ) -> dict[str, Any]:
-    """Run every part of ``out_dir`` through ``add_stages(dataset) -> dataset`` and publish
+    """Run every part of ``out_dir`` through ``add_stages(dataset, cluster) -> dataset`` and publish
     the result as a new version. ``settings`` identify the rewrite (a killed run resumes
     only into the same settings); ``config_updates`` go into the manifest's config.
     Returns a summary."""
-    from tqdm import tqdm
-
-    from pipelines.ray_runtime import ray_session
-
     t0 = time.monotonic()
     shards.recover_publish(out_dir)
     shards.remove_orphans(out_dir)
@@ -133,12 +132,10 @@ def _rewrite(
             finish_part(shards.PartWriter(nxt, p))
         busy = [p for p in todo if expected[p] > 0]
         if busy:
-            import ray
-
-            with ray_session(cfg, os.path.join(out_dir, shards.WORK_DIR)):
+            with ray_session(cfg, os.path.join(out_dir, shards.WORK_DIR)) as ray:
                 ds = ray.data.from_items([{"part": p} for p in busy], override_num_blocks=len(busy))
                 ds = ds.flat_map(read_part_op, fn_kwargs={"out_dir": out_dir}, num_cpus=0.5)
-                ds = add_stages(ds)
+                ds = add_stages(ds, current_cluster())
                 seen: Counter = Counter()
                 part_of = {rec.clip_id: p for p in busy for rec in shards.read_part(out_dir, p, shards.INDEX)}
                 total = sum(expected[p] for p in busy)

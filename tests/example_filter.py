@@ -1,6 +1,8 @@
-"""An example per-scene filter, written the way a new one is: this file, plus one line in
-``curate/scene_filters.SCENE_FILTERS`` (the test adds that line with monkeypatch). Its
-config keys and flags (``--dark-filter``, ``--max-mean-luma``) come from its parameters."""
+"""An example per-scene filter, written the way a new one is: this file as
+``curate/filter_dark.py``, plus its line in ``curate/scene_filters.SCENE_FILTERS`` (and its
+name on that file's import line). tests/test_settings.py does exactly that in a copy of the
+project. Its config keys and flags (``--dark-filter``, ``--max-mean-luma``) come from its
+parameters."""
 
 from __future__ import annotations
 
@@ -10,17 +12,17 @@ from typing import Any
 import numpy as np
 
 from curate import schema
-from curate.filters import Rejection, setting
+from curate.filters import Rejection
 from curate.scene_features import FrameSeries
-from curate.scene_filters import SceneFilter
+from curate.settings import CLIPS, setting
 
 REASON_DARK = "dark"
 
 
 @dataclass(frozen=True)
 class DarkParams:
-    enabled: bool = setting(False, "reject dark scenes", key="dark_filter")
-    max_mean_luma: float = setting(20.0, "dark when the mean luma (0-255) is under this", ge=0, le=255)
+    enabled: bool = setting(False, "reject dark scenes", key="dark_filter", decides=CLIPS)
+    max_mean_luma: float = setting(20.0, "dark when the mean luma (0-255) is under this", decides=CLIPS, ge=0, le=255)
 
 
 class DarkFeature:
@@ -44,5 +46,3 @@ def check(stats: dict[str, Any], p: DarkParams) -> Rejection | None:
         return Rejection(schema.STAGE_FILTER, REASON_DARK, f"mean luma {luma:.1f} < {p.max_mean_luma:g}")
     return None
 
-
-DARK = SceneFilter("dark", REASON_DARK, DarkParams, DarkFeature, check)

@@ -11,8 +11,8 @@ from curate import synthetic
 from curate.borders import Crop
 from curate.ffmpeg import ffprobe_json
 from curate.probe import probe
-from curate.stages import CurateParams, analyze_work_unit, plan_source, transcode_record
 from curate.transcode import TranscodeParams, transcode_scene
+from curate.video_stages import CurateParams, analyze_work_unit, plan_source, transcode_record
 
 # (coded size, sample aspect, rotated): PAL and NTSC DVD at 16:9 and 4:3, HDV 1440x1080.
 CASES = [

@@ -19,7 +19,7 @@ from caption.prompts import PromptError, get_template, prompt_hash
 from caption.sampling import sample_frame_indices
 from caption.stage import FRAMES_KEY, FRAMES_META_KEY, CaptionPrepStage, CaptionStage, needs_caption
 from curate import schema
-from curate.stage import Resources
+from curate.stage import Cluster, Resources
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -105,7 +105,7 @@ class FakeBackend:
 
 
 def _prepared(names=("a3", "b25", "c125"), **prep_kwargs):
-    prep = CaptionPrepStage(**{"num_frames": 8, "short_side": 64, **prep_kwargs})
+    prep = CaptionPrepStage(**{"frames": 8, "short_side": 64, **prep_kwargs})
     return prep(_rows(names))
 
 
@@ -115,8 +115,8 @@ def _prepared(names=("a3", "b25", "c125"), **prep_kwargs):
 def test_prep_samples_frames_and_rejects_bad_clips():
     rows = _rows(("a3", "c125", "rot2")) + [_corrupt_row(), _rejected_row(), make_row(None, "no-bytes")]
     before_rejected = copy.deepcopy(rows[4])
-    prep = CaptionPrepStage(num_frames=8, short_side=64)
-    assert prep.resources == Resources(cpus=1, gpus=0)
+    prep = CaptionPrepStage(frames=8, short_side=64)
+    assert prep.placement(Cluster(cpus=8, gpus=1)).resources == Resources(cpus=1, gpus=0)  # a CPU stage
     out = prep(rows)
     assert [r["clip_id"] for r in out] == ["a3", "c125", "rot2", "corrupt", "early-reject", "no-bytes"]
     for row in out[:3]:
@@ -140,15 +140,15 @@ def test_prep_samples_frames_and_rejects_bad_clips():
 
 @pytest.mark.parametrize("fps,expected", [(2.0, {"a3": 6, "b25": 5, "c125": 3}), (24.0, {"a3": 32, "b25": 32, "c125": 30})])
 def test_prep_fps_mode_frame_counts(fps, expected):
-    out = _prepared(num_frames=None, fps=fps)
+    out = _prepared(frames=None, fps=fps)
     assert {r["clip_id"]: r[FRAMES_KEY].shape[0] for r in out} == expected
 
 
 def test_prep_config_errors():
     with pytest.raises(ValueError, match="not both"):
-        CaptionPrepStage(num_frames=8, fps=2)
+        CaptionPrepStage(frames=8, fps=2)
     with pytest.raises(ValueError):
-        CaptionPrepStage(num_frames=0)
+        CaptionPrepStage(frames=0)
     with pytest.raises(ValueError):
         CaptionPrepStage(short_side=4)
 
@@ -160,8 +160,8 @@ def test_prep_config_errors():
 def test_full_stage_random_model_output_is_rejected_not_stored(family):
     model = tiny_model(family)
     rows = _prepared(("a3", "b25", "c125")) + [_rejected_row()]
-    stage = CaptionStage(model, device="cpu", batch_size=2, max_new_tokens=8)
-    assert stage.resources == Resources(cpus=1, gpus=0)
+    stage = CaptionStage(model=model, device="cpu", batch_size=2, max_new_tokens=8)
+    assert stage.placement(Cluster(cpus=4)).resources == Resources(cpus=1, gpus=0)
     out = stage(rows)
     assert len(out) == 4
     for row in out[:3]:
@@ -182,12 +182,12 @@ def test_full_stage_random_model_output_is_rejected_not_stored(family):
 def test_full_stage_happy_path(family):
     model = tiny_model(family)
     template = "These are {num_frames} frames from a {duration_s} second clip. Describe it in one paragraph."
-    stage = CaptionStage(model, prompt=template, device="cpu", batch_size=2, max_new_tokens=4)
+    stage = CaptionStage(model=model, prompt=template, device="cpu", batch_size=2, max_new_tokens=4)
     stage.setup()
-    scripted = ScriptedBackend(stage.backend, GOOD)
-    stage.backend = scripted
+    scripted = ScriptedBackend(stage.loaded, GOOD)
+    stage.loaded = scripted
     rows = _prepared(("a3", "b25", "c125")) + [_corrupt_row()]
-    rows = CaptionPrepStage(num_frames=8, short_side=64)(rows[3:]) + rows[:3]  # corrupt first
+    rows = CaptionPrepStage(frames=8, short_side=64)(rows[3:]) + rows[:3]  # corrupt first
     out = stage(rows)
     by_id = {r["clip_id"]: r for r in out}
     for cid in ("a3", "b25", "c125"):
@@ -214,8 +214,8 @@ def test_degenerate_outputs_become_rejects_with_raw_text():
     script = dict(GOOD)
     script["b25"] = "A dog runs. A dog runs. A dog runs. A dog runs."
     script["c125"] = "I'm sorry, but I cannot help with describing this video."
-    stage = CaptionStage("some/model", device="cpu", batch_size=8)
-    stage.backend = FakeBackend(script)
+    stage = CaptionStage(model="some/model", device="cpu", batch_size=8)
+    stage.loaded = FakeBackend(script)
     out = stage(_prepared())
     assert [r["status"] for r in out] == ["ok", "rejected", "rejected"]
     assert out[0]["caption"] == CLEAN["a3"]
@@ -227,9 +227,9 @@ def test_degenerate_outputs_become_rejects_with_raw_text():
 
 
 def test_failed_batch_is_retried_clip_by_clip():
-    stage = CaptionStage("some/model", device="cpu", batch_size=3)
+    stage = CaptionStage(model="some/model", device="cpu", batch_size=3)
     fake = FakeBackend(GOOD, fail_batches_over=1, always_fail={"b25"})
-    stage.backend = fake
+    stage.loaded = fake
     out = stage(_prepared())
     assert fake.calls == [["a3", "b25", "c125"], ["a3"], ["b25"], ["c125"]]
     assert [r["status"] for r in out] == ["ok", "rejected", "ok"]
@@ -240,23 +240,24 @@ def test_failed_batch_is_retried_clip_by_clip():
 
 
 def test_rows_without_prepared_frames_are_rejected():
-    stage = CaptionStage("some/model", device="cpu")
-    stage.backend = FakeBackend(GOOD)
+    stage = CaptionStage(model="some/model", device="cpu")
+    stage.loaded = FakeBackend(GOOD)
     rows = _rows(("a3",))  # prep stage skipped
     out = stage(rows)
     assert out[0]["reject_reason"] == "caption_failed"
     assert "CaptionPrepStage" in out[0]["error_message"]
-    assert stage.backend.calls == []
+    assert stage.loaded.calls == []
 
 
 def test_stage_fails_fast_at_construction_and_setup(monkeypatch):
     with pytest.raises(PromptError):
-        CaptionStage("some/model", prompt="Describe the {colour} of it.", device="cpu")
+        CaptionStage(model="some/model", prompt="Describe the {colour} of it.", device="cpu")
     with pytest.raises(ValueError):
-        CaptionStage("some/model", batch_size=0, device="cpu")
-    assert CaptionStage("some/model", device="cuda").num_gpus == 1  # declared, nothing loaded
+        CaptionStage(model="some/model", batch_size=0, device="cpu")
+    placed = CaptionStage(model="some/model", device="cuda").placement(Cluster(cpus=8, gpus=2))
+    assert placed.resources.gpus == 1 and placed.workers == 2  # one actor per GPU; nothing loaded
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    stage = CaptionStage("kvid-test-org/missing-vlm", device="cpu")
+    stage = CaptionStage(model="kvid-test-org/missing-vlm", device="cpu")
     with pytest.raises(CaptionModelError, match="huggingface-cli download kvid-test-org/missing-vlm"):
         stage.setup()
 

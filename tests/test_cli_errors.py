@@ -78,7 +78,7 @@ def test_help_says_each_default_once():
     flat = " ".join(help_text.split())
     assert "(default: None)" not in flat
     # One chunk per flag: "--num-cpus NUM_CPUS CPUs of the local Ray (default: all)".
-    chunks = re.split(r" (?=--[a-z])", flat.split("configuration (each also a YAML key")[1].split("examples:")[0])
+    chunks = re.split(r" (?=--[a-z])", flat.split("flags override the file.")[1].split("examples:")[0])
     assert len(chunks) > 40
     for chunk in chunks:
         assert chunk.count("default") <= 1, chunk

@@ -85,7 +85,7 @@ def test_killed_recompute_leaves_the_old_index_intact(scored, tmp_path, ray_loca
     cfg = load_config(str(out))
     settings = {"test": 1}
 
-    def stages(ds):
+    def stages(ds, cluster):
         return ds.map_batches(set_motion, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
 
     with pytest.raises(Exception, match="killed"):

@@ -12,8 +12,8 @@ from curate.borders import BorderParams, Crop, detect_crop, frame_profile
 from curate.ffmpeg import ffprobe_json
 from curate.frames import as_file, read_frames, scaled_size
 from curate.probe import ProbeError, probe
-from curate.stages import CurateParams, analyze_work_unit, plan_source, transcode_record
 from curate.transcode import TranscodeParams, output_size, transcode_scene
+from curate.video_stages import CurateParams, analyze_work_unit, plan_source, transcode_record
 
 
 def analyze(path, **kw):
@@ -84,7 +84,7 @@ def test_cuts_found_within_one_frame(synth):
 @pytest.mark.parametrize("detector", ["content", "adaptive"])
 def test_detectors_on_real_hard_cuts(shared_videos, detector):
     # testvideo.mp4 has hard cuts at frames 30, 180 and 394 (checked by eye); both detectors find them.
-    _, result = analyze(shared_videos / "testvideo.mp4", detector=detector)
+    _, result = analyze(shared_videos / "testvideo.mp4", scene_detector=detector)
     starts = [s.start_frame for s in result.scenes]
     for cut in (30, 180, 394):
         assert min(abs(s - cut) for s in starts) <= 1, starts
@@ -108,7 +108,7 @@ def test_scene_detector_sees_colour_with_border_detection_on(synth, monkeypatch)
         # A part of the source, as long sources are analysed: seeking and a duration limit
         # are what changed ffmpeg's choice of format.
         info = probe(str(synth["cuts.mp4"]))
-        analyze_unit(info, 30, 200, AnalysisParams(borders=borders), FrameClock(info))
+        analyze_unit(info, 30, 200, AnalysisParams(border=BorderParams(enabled=borders)), FrameClock(info))
 
     monkeypatch.setattr(analyze_module, "SceneDetector", Recording)
     analyze_part(borders=False)
@@ -120,7 +120,7 @@ def test_scene_detector_sees_colour_with_border_detection_on(synth, monkeypatch)
 
 
 def test_scene_threshold_is_used(synth):
-    _, result = analyze(synth["cuts.mp4"], threshold=255.0)
+    _, result = analyze(synth["cuts.mp4"], scene_threshold=255.0)
     assert len(result.scenes) == 1
 
 
@@ -184,7 +184,7 @@ def test_caption_on_black_is_not_a_picture():
 def test_thin_bars_are_left_alone():
     f = np.full((200, 320), 120, np.uint8)
     f[:2], f[-2:] = 0, 0
-    assert detect_crop(_profiles_of([f]), 320, 200, BorderParams(min_border_px=4)) == Crop(0, 0, 320, 200)
+    assert detect_crop(_profiles_of([f]), 320, 200, BorderParams(min_px=4)) == Crop(0, 0, 320, 200)
 
 
 # --- filters and planning ---------------------------------------------------------------------

@@ -10,8 +10,8 @@ from dedup_fixtures import FPS, copy_variants, distinct_sources, lavfi_frames
 from curate import dedup as D
 from curate.filters import FilterParams
 from curate.schema import ClipRecord, records_to_table, table_to_records
-from curate.stages import CurateParams, analyze_work_unit, plan_source
 from curate.synthetic import synthetic_signatures
+from curate.video_stages import CurateParams, analyze_work_unit, plan_source
 from pipelines import rows as R
 
 
@@ -100,7 +100,7 @@ def test_trim_offset_is_found_and_bounded():
     full, cut = signature_of(frames), signature_of(frames[12:])  # 0.5 s trimmed off the start
     assert D.is_match(full, cut)
     # Without the offset search the same pair is far apart: the alignment does the work.
-    assert not D.is_match(full, cut, D.MatchParams(max_offset_s=0.0))
+    assert not D.is_match(full, cut, D.DedupParams(max_offset_s=0.0))
     # A clip that is only the first half of another is not its copy (too little overlap).
     assert not D.is_match(full, signature_of(frames[: len(frames) // 2]))
 

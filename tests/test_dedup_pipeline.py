@@ -111,16 +111,15 @@ def test_kvid_dedup_finds_the_groups_of_a_dedup_run(plain_run, deduped_run, tmp_
 
 
 def test_killed_dedup_leaves_the_current_version_intact(plain_run, tmp_path, ray_local, driver_dies_after_one_part):
-    from curate.dedup import find_duplicates
-    from pipelines.dedup_cmd import signed_rows
+    from curate.dedup import find_duplicates, signed_rows
 
     out = tmp_path / "out"
     shutil.copytree(plain_run, out)
     old = {p.name: p.read_bytes() for p in (out / "index").iterdir()}
     cfg = load_config(str(out))
-    dups = find_duplicates(signed_rows(str(out)), cfg.match_params())
+    dups = find_duplicates(signed_rows(str(out)), cfg.settings().dedup)
     with pytest.raises(Exception, match="killed"):
-        rewrite(str(out), cfg, "dedup", rewrite_settings(cfg.match_params(), dups), dedup_stages(dups),
+        rewrite(str(out), cfg, "dedup", rewrite_settings(cfg.settings().dedup, dups), dedup_stages(dups),
                 show_progress=False)
     driver_dies_after_one_part()  # the resume below runs with a live driver
     assert {p.name: p.read_bytes() for p in (out / "index").iterdir()} == old

@@ -69,7 +69,7 @@ def test_a_hanging_decoder_is_killed(tmp_path, monkeypatch, synth):
     monkeypatch.setattr(analyze_mod, "FFMPEG", _fake_binary(tmp_path, "ffmpeg"))
     t = time.monotonic()
     with pytest.raises(AnalysisError) as e:
-        analyze_unit(info, 0, None, AnalysisParams(timeout_s=1.0, timeout_per_s=0.0), FrameClock(info))
+        analyze_unit(info, 0, None, AnalysisParams(decode_timeout_s=1.0, timeout_per_s=0.0), FrameClock(info))
     assert e.value.reason == "timeout" and time.monotonic() - t < 15
 
 

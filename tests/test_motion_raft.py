@@ -14,6 +14,7 @@ pytest.importorskip("torchvision")
 
 from motion_fixtures import encode_bytes, translating_frames  # noqa: E402
 
+from curate.stage import Cluster  # noqa: E402
 from motion import MotionStage, MotionWeightsError, compute_motion, get_backend  # noqa: E402
 from motion import raft as raft_mod  # noqa: E402
 
@@ -76,17 +77,17 @@ def test_batch_composition_does_not_change_results(raft):
 def test_stage_batches_pairs_across_clips(variant):
     clip_a = encode_bytes(translating_frames(4, 2, 0, height=SIZE, width=SIZE), lossless=True, suffix=".mkv")
     clip_b = encode_bytes(translating_frames(6, 0, 3, height=SIZE, width=SIZE, seed=1), lossless=True, suffix=".mkv")
-    stage = MotionStage(backend=variant, size=SIZE, batch_size=4, device="cpu", weights=None, num_flow_updates=UPDATES)
-    assert stage.num_gpus == 0 and stage.resources.gpus == 0
+    stage = MotionStage(backend=variant, size=SIZE, batch_size=4, device="cpu", random_weights=True, num_flow_updates=UPDATES)
+    assert stage.placement(Cluster(cpus=2, gpus=1)).resources.gpus == 0  # device cpu: no GPU, even where there is one
     stage.setup()
     calls = []
-    orig = stage.backend.pair_stats
+    orig = stage.flow.pair_stats
 
     def spy(a, b):
         calls.append(len(a))
         return orig(a, b)
 
-    stage.backend.pair_stats = spy
+    stage.flow.pair_stats = spy
     both = stage([_row("a", clip_a), _row("b", clip_b)])
     # 3 + 5 = 8 pairs in batches of 4 filled across clips: 4, 4 (clip by clip: 3, 4, 1)
     assert calls == [4, 4], calls
@@ -103,9 +104,9 @@ def test_stage_batches_pairs_across_clips(variant):
             assert got[k] == pytest.approx(ref[k], rel=1e-4, abs=1e-5)
         assert got["motion_score"] == pytest.approx(np.mean(got["motion_pair_scores"]), rel=1e-9)
     # stride: pairs (0,1), (3,4) of clip b
-    strided = MotionStage(backend=variant, size=SIZE, stride=3, batch_size=4, device="cpu", weights=None,
+    strided = MotionStage(backend=variant, size=SIZE, stride=3, batch_size=4, device="cpu", random_weights=True,
                           num_flow_updates=UPDATES)
-    strided._backend = stage.backend  # same random model
+    strided._backend = stage.flow  # same random model
     out = strided([_row("b", clip_b)])[0]
     assert out["motion_stride"] == 3 and len(out["motion_pair_scores"]) == 2
     np.testing.assert_allclose(out["motion_pair_scores"], alone_b["motion_pair_scores"][::3], rtol=1e-4, atol=1e-5)
@@ -121,7 +122,7 @@ def test_alias_and_options():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             get_backend("raft_small", weights=None, device="cuda")
-        assert MotionStage(backend="raft_large", weights=None).num_gpus == 0
+        assert MotionStage(backend="raft_large", random_weights=True).placement(Cluster(cpus=2)).resources.gpus == 0
 
 
 # -- weights ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from motion_fixtures import encode_bytes, translating_frames
 
 from curate import schema
-from curate.stage import Resources
+from curate.stage import Cluster, Resources
 from motion import MotionStage, get_backend, score_video
 
 
@@ -32,7 +32,8 @@ def clips():
 
 def test_stage_fills_motion_columns(clips):
     stage = MotionStage(backend="dis", size=256, batch_size=4)
-    assert stage.num_gpus == 0 and stage.num_cpus >= 1
+    placed = stage.placement(Cluster(cpus=2))
+    assert placed.resources.gpus == 0 and placed.resources.cpus > 0 and placed.workers == 1
     rows = [_row("a", clips["pan3"]), _row("b", clips["tilt2"]), _row("c", clips["still"])]
     out = stage(rows)
     assert [r["clip_id"] for r in out] == ["a", "b", "c"]
@@ -117,7 +118,7 @@ def test_bad_clips_become_motion_rejects_and_rejects_pass_through(clips):
 def test_scoring_failure_of_one_clip_spares_the_batch(clips):
     stage = MotionStage(backend="dis", batch_size=16)
     stage.setup()
-    orig = stage.backend.pair_stats
+    orig = stage.flow.pair_stats
 
     def flaky(a, b):
         # fails whenever the batch holds a portrait frame pair (clip "tilt2")
@@ -125,7 +126,7 @@ def test_scoring_failure_of_one_clip_spares_the_batch(clips):
             raise RuntimeError("simulated backend failure")
         return orig(a, b)
 
-    stage.backend.pair_stats = flaky
+    stage.flow.pair_stats = flaky
     out = stage([_row("a", clips["pan3"]), _row("b", clips["tilt2"]), _row("c", clips["still"])])
     assert [r["status"] for r in out] == ["ok", "rejected", "ok"]
     assert "simulated backend failure" in out[1]["error_message"]
@@ -148,7 +149,7 @@ def test_stage_options_are_validated():
     with pytest.raises(ValueError, match="preset"):
         MotionStage(backend="dis", dis_preset="turbo").setup()
     s = MotionStage(backend="farneback", batch_size=8)
-    assert s.batch_size == 8 and s.resources == Resources(cpus=1.0, gpus=0)
+    assert s.batch_size == 8 and s.placement(Cluster(cpus=4, gpus=1)).resources == Resources(cpus=1.0, gpus=0)
 
 
 def test_stage_pickles_without_its_model_and_motion_imports_no_torch():
@@ -159,7 +160,7 @@ def test_stage_pickles_without_its_model_and_motion_imports_no_torch():
     stage = MotionStage(backend="dis", size=128)
     stage.setup()
     clone = pickle.loads(pickle.dumps(stage))
-    assert clone._backend is None and clone.size == 128 and clone.resources == stage.resources
+    assert clone._backend is None and clone.size == 128 and clone.placement(Cluster(cpus=4)) == stage.placement(Cluster(cpus=4))
     # CPU curation nodes that score with DIS never pay for importing torch
     code = "import sys, motion; motion.get_backend('dis').setup(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=_repo_root()).returncode == 0

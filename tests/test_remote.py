@@ -12,7 +12,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from curate import remote, schema, shards
-from curate.stages import CurateParams, plan_source
+from curate.video_stages import CurateParams, plan_source
 from pipelines.config import build_config
 from pipelines.curate import run_curate
 from pipelines.inputs import InputError, expand_inputs
@@ -65,7 +65,7 @@ def test_a_source_is_staged_once_per_node_and_again_when_it_changes(tmp_path, do
 
 
 def test_eviction_keeps_the_cap_but_never_a_copy_in_use(tmp_path):
-    cache = remote.InputCache(str(tmp_path / "cache"), max_gb=2500 / 1e9)  # room for two 1000-byte copies
+    cache = remote.InputCache(str(tmp_path / "cache"), gb=2500 / 1e9)  # room for two 1000-byte copies
     uris = []
     for name in "abcd":
         (tmp_path / f"{name}.mp4").write_bytes(name.encode() * 1000)

@@ -8,15 +8,15 @@ import os
 import numpy as np
 import pytest
 
-from curate import scene_filters, schema, synthetic
+from curate import schema, synthetic
 from curate.analyze import AnalysisParams
+from curate.filter_static import StaticParams
+from curate.filter_text import TextParams
 from curate.filters import FilterParams
 from curate.scene_filters import SCENE_FILTERS, SceneFilterParams
 from curate.scenes import Segment, segments
-from curate.stages import CurateParams, analyze_work_unit, plan_source
-from curate.stillness import StillParams
-from curate.text_area import TextParams
 from curate.transitions import TransitionParams, boundaries, load_model, predict, weights_path
+from curate.video_stages import CurateParams, analyze_work_unit, plan_source
 
 FPS = 25
 SMALL = (320, 180)
@@ -25,7 +25,7 @@ SMALL = (320, 180)
 def params(detector="content", transitions=False, **filters) -> CurateParams:
     # The test videos are 320x180: below the default minimum area, which is not under test.
     return CurateParams(
-        analysis=AnalysisParams(detector=detector, transitions=transitions,
+        analysis=AnalysisParams(scene_detector=detector, transition=TransitionParams(enabled=transitions),
                                 scene_filters=SceneFilterParams(**filters)),
         filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0),
     )
@@ -151,15 +151,15 @@ def _only(path, p=None) -> schema.ClipRecord:
 def test_still_and_frozen_videos_are_rejected_static(videos, name):
     row = _only(videos[name][0])
     assert row.reject_reason == schema.REASON_STATIC, row
-    assert row.scene_stats["still.frozen_fraction"] >= 0.45
-    off = _only(videos[name][0], params(still=StillParams(enabled=False), text=TextParams(enabled=False)))
-    assert off.ok and "still.mean_diff" not in off.scene_stats  # switched off: not measured, not decided
+    assert row.scene_stats["static.frozen_fraction"] >= 0.45
+    off = _only(videos[name][0], params(static=StaticParams(enabled=False), text=TextParams(enabled=False)))
+    assert off.ok and "static.mean_diff" not in off.scene_stats  # switched off: not measured, not decided
 
 
 def test_moving_video_is_kept_with_its_statistics(videos):
     row = _only(videos["moving"][0])
     assert row.ok, row
-    assert row.scene_stats["still.frozen_fraction"] < 0.1 and row.scene_stats["still.mean_diff"] > 0.5
+    assert row.scene_stats["static.frozen_fraction"] < 0.1 and row.scene_stats["static.mean_diff"] > 0.5
     assert row.scene_stats["flat.luma_spread"] > 50
     assert 0 <= row.scene_stats["text.area"] < 0.05
 
@@ -189,49 +189,30 @@ def test_every_registered_filter_has_params_and_a_reason():
 
 
 def test_every_filter_setting_is_a_config_key_that_reaches_the_filter():
-    from pipelines.config import OUTPUT_FIELDS, build_config, field_help
+    from curate.settings import value_at
+    from pipelines.config import OUTPUT_FIELDS, SETTINGS, build_config, field_help
 
-    settings = list(scene_filters.settings())
-    assert {s.filter.name for s in settings} == {f.name for f in SCENE_FILTERS}
+    settings = [s for s in SETTINGS if s.path[:3] == ("curate", "analysis", "scene_filters")]
+    assert {s.path[3] for s in settings} == {f.name for f in SCENE_FILTERS}
     # A value other than the default for every setting, given by its key, lands on its field.
     other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v / 2}  # within every bound
     changed = {s.key: other[s.type](s.default) for s in settings}
-    got = build_config({}, changed).curate_params().analysis.scene_filters
+    got = build_config({}, changed).settings()
     for s in settings:
-        assert getattr(got.of(s.filter), s.name) == changed[s.key], s
+        assert value_at(got, s.path) == changed[s.key], s
         assert s.key in OUTPUT_FIELDS  # each decides which clips exist: refused on resume if changed
-        assert field_help(s.key).startswith(s.help)
+        assert field_help(s.key).startswith(s.info.help)
     with pytest.raises(ValueError, match="max_text_area"):
         build_config({}, {"max_text_area": 1.5})  # the declared bound (le=1)
-
-
-def test_a_new_filter_is_one_file_and_one_registration_line(monkeypatch, videos):
-    import example_filter
-
-    from pipelines import config
-    from pipelines.report import scene_filter_summary
-
-    # The one line: what adding it to SCENE_FILTERS does.
-    monkeypatch.setattr(scene_filters, "SCENE_FILTERS", (*SCENE_FILTERS, example_filter.DARK))
-    model = config.config_model()  # the config model, as pipelines/config.py builds it on import
-    assert model.model_fields["max_mean_luma"].default == 20.0
-    base = {"min_area": 0, "min_side": 0, "min_duration_s": 1.0}
-    off = model(**base).curate_params()
-    on = model(**base, dark_filter=True, max_mean_luma=250.0).curate_params()
-    (kept,) = curate_rows(videos["moving"][0], off)
-    (dark,) = curate_rows(videos["moving"][0], on)
-    assert kept.ok and not any(k.startswith("dark.") for k in kept.scene_stats)
-    assert dark.reject_reason == "dark" and dark.scene_stats["dark.mean_luma"] < 250
-    assert scene_filter_summary([], [dark.to_row()])["counts"]["dark"] == {"measured": 1, "rejected": 1}
 
 
 def test_scene_stats_survive_parquet(tmp_path):
     import pyarrow.parquet as pq
 
-    rec = schema.ClipRecord("x", scene_stats={"still.mean_diff": 1.5, "text.area": 0.25})
+    rec = schema.ClipRecord("x", scene_stats={"static.mean_diff": 1.5, "text.area": 0.25})
     pq.write_table(schema.records_to_table([rec, schema.ClipRecord("y")]), tmp_path / "t.parquet")
     back = schema.table_to_records(pq.read_table(tmp_path / "t.parquet"))
-    assert back[0].scene_stats == {"still.mean_diff": 1.5, "text.area": 0.25} and back[1].scene_stats is None
+    assert back[0].scene_stats == {"static.mean_diff": 1.5, "text.area": 0.25} and back[1].scene_stats is None
 
 
 def test_report_counts_filters_and_shows_rejected_scenes_from_the_source(videos, tmp_path):
@@ -244,7 +225,7 @@ def test_report_counts_filters_and_shows_rejected_scenes_from_the_source(videos,
     summary = scene_filter_summary(index, rejects)
     assert summary["counts"]["flat"] == {"measured": 2, "rejected": 1}
     assert summary["counts"]["text"] == {"measured": 1, "rejected": 0}
-    assert sum(c for _, _, c in summary["hist"]["still.mean_diff (all scenes)"]) == 2  # cheap stats: every row
+    assert sum(c for _, _, c in summary["hist"]["static.mean_diff (all scenes)"]) == 2  # cheap stats: every row
     page = _html_scene_filters(str(tmp_path), summary, rejects, thumbs=3)
     assert "flat" in page and "frame-" in page  # a frame of the rejected scene, cut from its source
     assert (tmp_path / "report_thumbs" / f"frame-{rejects[0]['clip_id']}.jpg").stat().st_size > 0

@@ -23,7 +23,7 @@ def rec(i: int, unit: str = "u:0", rows: int = 3, ok: bool = True, source: str =
 
 
 def test_parts_commit_atomically_and_offsets_point_at_the_video(tmp_path):
-    w = shards.ShardWriter(str(tmp_path), max_clips=2)
+    w = shards.ShardWriter(str(tmp_path), shards.ShardParams(max_clips=2))
     w.add(rec(0), b"video-0")
     # Nothing visible until the part is committed.
     assert os.listdir(tmp_path / "index") == [] and not any(
@@ -55,7 +55,7 @@ def test_ledger_admits_each_row_once_and_forgets_finished_units():
 
 
 def test_resume_state_counts_units_and_removes_orphans(tmp_path):
-    w = shards.ShardWriter(str(tmp_path), max_clips=2)
+    w = shards.ShardWriter(str(tmp_path), shards.ShardParams(max_clips=2))
     for i in range(3):  # unit a:0 complete (3 rows)
         w.add(rec(i, "a:0", 3, source="/v/a.mp4"), b"v")
     w.add(rec(3, "b:0", 2, source="/v/b.mp4"), b"v")  # unit b:0 has 1 of 2 rows
@@ -84,7 +84,7 @@ def test_abort_leaves_nothing_visible(tmp_path):
 
 def test_readable_by_webdataset_and_pyarrow(tmp_path):
     wds = pytest.importorskip("webdataset")
-    w = shards.ShardWriter(str(tmp_path), max_clips=2)
+    w = shards.ShardWriter(str(tmp_path), shards.ShardParams(max_clips=2))
     for i in range(5):
         w.add(rec(i, rows=5), f"video-{i}".encode())
     w.close()

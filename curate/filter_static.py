@@ -18,26 +18,25 @@ import cv2
 import numpy as np
 
 from curate import schema
-from curate.filters import Rejection, setting
+from curate.filters import Rejection
 from curate.scene_features import FrameSeries
+from curate.settings import CLIPS, setting
 
 
 @dataclass(frozen=True)
-class StillParams:
-    # The reject reason (and so the switch) is "static"; the statistics' prefix is "still".
-    enabled: bool = setting(True, "reject static scenes (a still image, a frozen video)", key="static_filter")
+class StaticParams:
+    enabled: bool = setting(True, "reject static scenes (a still image, a frozen video)", key="static_filter", decides=CLIPS)
     frozen_diff: float = setting(
-        0.5, "mean |change| per pixel and channel (0-255) under which a frame counts as frozen", ge=0
-    )
-    min_frozen_run: int = setting(3, "consecutive near-identical frames that count as a freeze", ge=1)
-    max_frozen_fraction: float = setting(0.4, "reject a scene with more of its frames frozen", ge=0, le=1)
-    min_mean_diff: float = setting(0.25, "reject a scene whose mean frame difference (0-255) is lower", ge=0)
+        0.5, "mean |change| per pixel and channel (0-255) under which a frame counts as frozen", ge=0, decides=CLIPS)
+    min_frozen_run: int = setting(3, "consecutive near-identical frames that count as a freeze", ge=1, decides=CLIPS)
+    max_frozen_fraction: float = setting(0.4, "reject a scene with more of its frames frozen", ge=0, le=1, decides=CLIPS)
+    min_mean_diff: float = setting(0.25, "reject a scene whose mean frame difference (0-255) is lower", ge=0, decides=CLIPS)
 
 
-class StillFeature:
-    name = "still"
+class StaticFeature:
+    name = "static"
 
-    def __init__(self, params: StillParams):
+    def __init__(self, params: StaticParams):
         self.params = params
         self._prev: np.ndarray | None = None
         self.diffs = FrameSeries()  # a frame against the one before it (nan for the first)
@@ -53,8 +52,8 @@ class StillFeature:
         if d.size == 0:
             return {}
         return {
-            "still.mean_diff": float(d.mean()),
-            "still.frozen_fraction": frozen_fraction(d, self.params.frozen_diff, self.params.min_frozen_run),
+            "static.mean_diff": float(d.mean()),
+            "static.frozen_fraction": frozen_fraction(d, self.params.frozen_diff, self.params.min_frozen_run),
         }
 
 
@@ -66,8 +65,8 @@ def frozen_fraction(diffs: np.ndarray, frozen_diff: float, min_run: int) -> floa
     return float(runs[runs >= min_run].sum() / max(len(diffs), 1))
 
 
-def check(stats: dict[str, Any], p: StillParams) -> Rejection | None:
-    frozen, mean = stats.get("still.frozen_fraction"), stats.get("still.mean_diff")
+def check(stats: dict[str, Any], p: StaticParams) -> Rejection | None:
+    frozen, mean = stats.get("static.frozen_fraction"), stats.get("static.mean_diff")
     if frozen is not None and frozen > p.max_frozen_fraction:
         return Rejection(schema.STAGE_FILTER, schema.REASON_STATIC,
                          f"{frozen:.0%} of frames frozen > {p.max_frozen_fraction:.0%}")

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from curate import schema
-from curate.filters import Rejection, setting
+from curate.filters import Rejection
+from curate.settings import CLIPS, setting
 
 
 class TextModelError(RuntimeError):
@@ -31,10 +32,9 @@ class TextModelError(RuntimeError):
 @dataclass(frozen=True)
 class TextParams:
     enabled: bool = setting(
-        True, "measure burnt-in text (OCR text detection) on scenes the cheaper filters kept", key="text_filter"
-    )
-    max_text_area: float = setting(0.1, "reject scenes whose detected text covers more of the picture", ge=0, le=1)
-    frames: int = setting(3, "frames per scene measured for text", key="text_frames", ge=1)
+        True, "measure burnt-in text (OCR text detection) on scenes the cheaper filters kept", key="text_filter", decides=CLIPS)
+    max_text_area: float = setting(0.1, "reject scenes whose detected text covers more of the picture", ge=0, le=1, decides=CLIPS)
+    frames: int = setting(3, "frames per scene measured for text", key="text_frames", ge=1, decides=CLIPS)
     # Not settings: fixed by the detector and by one analysis task per core.
     width: int = 640  # frames are measured this wide
     threads: int = 1  # ONNX Runtime threads per worker (one analysis task per core)

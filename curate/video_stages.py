@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from curate import ids, schema, shards
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit, frame_times
@@ -21,36 +21,37 @@ from curate.probe import ProbeError, VideoInfo, probe
 from curate.remote import InputCache, source_name, staged
 from curate.scene_filters import check_stats
 from curate.schema import ClipRecord
-from curate.stage import Resources, Row, Stage
+from curate.settings import BYTES, CLIPS, group, setting, values_of
+from curate.stage import Cluster, Placement, Resources, Row, Stage
 from curate.transcode import TranscodeParams, output_frames, output_size, transcode_scene
 from curate.version import KVID_VERSION
 
 
 @dataclass(frozen=True)
 class CurateParams:
-    analysis: AnalysisParams = field(default_factory=AnalysisParams)
-    filters: FilterParams = field(default_factory=FilterParams)
-    transcode: TranscodeParams = field(default_factory=TranscodeParams)
-    chunk_s: float = 600.0  # long sources are analysed in chunks of this many seconds
+    """Everything the plan, analysis and transcode stages need, by job."""
+
+    analysis: AnalysisParams = group(AnalysisParams, title="scene detection")
+    filters: FilterParams = group(FilterParams, title="filters")
+    transcode: TranscodeParams = group(TranscodeParams, title="output")
+    chunk_s: float = setting(600.0, "analyse long sources in chunks of this many seconds (0 = never)",
+                             decides=CLIPS, ge=0)
     # A unit whose decode logged errors (corrupt or truncated data) has its scenes rejected:
     # concealed frames look like video but are garbage to train on. False keeps them.
-    reject_decode_errors: bool = True
-    probe_timeout_s: float = 60.0
-    tmp_dir: str | None = None
-    input_cache: InputCache = field(default_factory=InputCache)  # staged copies of URI sources
-    # The perceptual signature of every scene (near-duplicates); None skips it.
+    reject_decode_errors: bool = setting(
+        True, "reject scenes of a source part whose decode logged errors (corrupt/truncated data)", decides=CLIPS)
+    probe_timeout_s: float = setting(60.0, "ffprobe timeout per file", gt=0)
+    tmp_dir: str | None = setting(None, "scratch folder for encoded clips (default: system temp)")
+    input_cache: InputCache = group(InputCache, "input_cache_", "inputs")  # staged copies of URI sources
+    workers: int | None = setting(None, "parallel analyse and transcode tasks (default: one per CPU)", ge=1)
+    ffmpeg_threads: int = setting(
+        0, "threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)", ge=0)
+    # The perceptual signature of every scene (near-duplicates); None skips it. Not a setting.
     signature: SignatureParams | None = field(default_factory=SignatureParams)
 
     def config_hash(self) -> str:
-        a = self.analysis
-        return ids.config_hash(
-            {
-                "transcode": self.transcode.settings(),
-                "borders": asdict(a.border) if a.borders else None,
-                "border_samples_per_s": a.border_samples_per_s if a.borders else None,
-                "kvid_major": KVID_VERSION.split(".")[0],
-            }
-        )
+        """What makes a clip's bytes (the settings that decide them), in its id."""
+        return ids.config_hash({**values_of(self, BYTES), "kvid_major": KVID_VERSION.split(".")[0]})
 
 
 @dataclass
@@ -172,7 +173,8 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             info = dataclasses.replace(info, path=local)
             clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
             features = [SignatureFeature(info.fps, params.signature)] if params.signature else []
-            result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features)
+            result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features,
+                                  threads=params.ffmpeg_threads)
     except (AnalysisError, FFmpegError, OSError) as e:
         reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)
         if isinstance(e, FFmpegError) and e.timed_out:
@@ -244,7 +246,7 @@ def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> 
     try:
         with staged(rec.source, params.input_cache) as local:
             clip = transcode_scene(dataclasses.replace(info, path=local), rec.source_start_s, rec.source_end_s,
-                                   crop, params.transcode, params.tmp_dir)
+                                   crop, params.transcode, params.tmp_dir, params.ffmpeg_threads)
     except (FFmpegError, OSError) as e:
         if shards.is_disk_full(e) or "No space left on device" in getattr(e, "stderr", ""):
             # Not the scene's fault: stop the run (a reject would lose the clip for good).
@@ -287,7 +289,9 @@ class PlanStage(_CurateStage):
     (``{"unit": WorkUnit}``), or the source's reject row."""
 
     name = schema.STAGE_PROBE
-    resources = Resources(cpus=0.5, memory_bytes=PLAN_MEMORY)
+
+    def placement(self, cluster: Cluster) -> Placement:
+        return Placement(Resources(cpus=0.5, memory_bytes=PLAN_MEMORY), workers=self.params.workers)
 
     def one(self, row: Row) -> list[Row]:
         todo = row["todo"]
@@ -299,12 +303,11 @@ class AnalyzeStage(_CurateStage):
     """A unit -> its scene rows: kept scenes carry their unit on to the transcode."""
 
     name = schema.STAGE_SCENES
-    resources = Resources(cpus=1, memory_bytes=ANALYZE_MEMORY)
 
-    def __init__(self, params: CurateParams):
-        super().__init__(params)
-        if params.analysis.uses_transnet:  # TransNetV2: torch, the model and 48x27 copies of every frame
-            self.resources = Resources(cpus=1, memory_bytes=ANALYZE_MEMORY + TRANSNET_MEMORY)
+    def placement(self, cluster: Cluster) -> Placement:
+        # TransNetV2: torch, the model and 48x27 copies of every frame.
+        memory = ANALYZE_MEMORY + (TRANSNET_MEMORY if self.params.analysis.uses_transnet else 0)
+        return Placement(Resources(cpus=1, memory_bytes=memory), workers=self.params.workers)
 
     def one(self, row: Row) -> list[Row]:
         unit = row.get("unit")
@@ -317,7 +320,9 @@ class TranscodeStage(_CurateStage):
     """A kept scene -> its clip (``"mp4"``): the only encode, for scenes every filter kept."""
 
     name = schema.STAGE_TRANSCODE
-    resources = Resources(cpus=1, memory_bytes=TRANSCODE_MEMORY)
+
+    def placement(self, cluster: Cluster) -> Placement:
+        return Placement(Resources(cpus=1, memory_bytes=TRANSCODE_MEMORY), workers=self.params.workers)
 
     def one(self, row: Row) -> list[Row]:
         unit = row.pop("unit", None)

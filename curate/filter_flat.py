@@ -15,19 +15,20 @@ import cv2
 import numpy as np
 
 from curate import schema
-from curate.filters import Rejection, setting
+from curate.filters import Rejection
 from curate.scene_features import FrameSeries
+from curate.settings import CLIPS, setting
 
 SMALL_WIDTH = 64
 
 
 @dataclass(frozen=True)
 class FlatParams:
-    enabled: bool = setting(True, "reject flat scenes (one colour, grey fields, sparse title cards)", key="flat_filter")
+    enabled: bool = setting(True, "reject flat scenes (one colour, grey fields, sparse title cards)", key="flat_filter",
+                            decides=CLIPS)
     min_luma_spread: float = setting(
-        12.0, "flat when the 5-95 percentile luma range (0-255) is under this ...", ge=0
-    )
-    min_colour_spread: float = setting(4.0, "... and the chroma standard deviation is under this", ge=0)
+        12.0, "flat when the 5-95 percentile luma range (0-255) is under this ...", ge=0, decides=CLIPS)
+    min_colour_spread: float = setting(4.0, "... and the chroma standard deviation is under this", ge=0, decides=CLIPS)
 
 
 class FlatFeature:
