@@ -37,12 +37,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The repository root goes first even when PYTHONPATH already names it: this folder's own
 # caption.py would otherwise shadow the caption package.
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # random_vlm: random-weight VLMs built in code
+
+from random_vlm import SYNTHETIC_FAMILIES, build_random_model, save_random_model  # noqa: E402
 
 from bench.gpu_parts import add_output_flags  # noqa: E402
-from caption.backends import FAMILIES, TransformersBackend, VLLMBackend, vllm_available  # noqa: E402
+from caption.backends import TransformersBackend, VLLMBackend, vllm_available  # noqa: E402
+from caption.families import FAMILIES  # noqa: E402
 from caption.prompts import get_template  # noqa: E402
 from caption.sampling import ClipFrames, sample_frame_indices  # noqa: E402
-from caption.synthetic import SYNTHETIC_FAMILIES, build_random_model, save_random_model  # noqa: E402
 
 FPS = 24
 

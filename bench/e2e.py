@@ -22,7 +22,7 @@ flat or text, and how much of the good scenes survives.
 
     python bench/e2e.py --setup-v2d                  # once: video2dataset's venv (PyPI)
     python bench/e2e.py --save                       # 2 rounds, writes bench/results/e2e-vm.json
-    python bench/e2e.py --kvid-root /work/main --rounds 3 --save
+    python bench/e2e.py --kvid-root ../other-kvid-checkout --rounds 3 --save
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,13 +47,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from e2e_corpus import build_corpus, score_clips  # noqa: E402
 from machine import machine_info  # noqa: E402
 
-DEFAULT_SCRATCH = Path("/work/scratch13b")
+DEFAULT_SCRATCH = Path(tempfile.gettempdir()) / "kvid-bench-e2e"
 CONTENDERS = ("kvid", "naive", "v2d")
 # What --setup-v2d installs. video2dataset pins torch==2.1.2 (and torchaudio/torchdata to
-# match): torch comes from the local wheel instead and the pinned packages go in without their
+# match): the torch kvid's install.sh pins goes in instead (where pip finds it locally, as on
+# this project's machines, nothing large is downloaded), then the pinned packages without their
 # dependencies; numpy < 2 and the matching opencv/pyarrow/pandas for its scenedetect 0.6.2.
-V2D_LOCAL_TORCH = ("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
-                   "/opt/pypi-more/files/torch-2.14.1-cp311-cp311-manylinux_2_28_x86_64.whl")
+V2D_TORCH = f"torch=={os.environ.get('KVID_TORCH_VERSION', '2.14.1')}"
 V2D_NO_DEPS = ["video2dataset==1.3.0", "torchdata==0.7.1"]
 V2D_DEPS = ["numpy<2", "fire>=0.4.0,<0.6.0", "requests", "ffmpeg-python", "yt-dlp", "pyarrow<19", "pandas<2.3",
             "fsspec", "webdataset", "webvtt-py", "tqdm", "timeout-decorator", "scenedetect[opencv]==0.6.2",
@@ -61,12 +62,9 @@ V2D_DEPS = ["numpy<2", "fire>=0.4.0,<0.6.0", "requests", "ffmpeg-python", "yt-dl
 
 
 def setup_v2d(venv: Path) -> None:
-    torch_wheel = next((w for w in V2D_LOCAL_TORCH if Path(w).exists()), None)
-    if torch_wheel is None:
-        sys.exit("kvid: error: no local torch wheel for video2dataset's venv (pip would fetch torch 2.1.2)")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, torch_wheel, "numpy<2"], check=True)
+    subprocess.run([*pip, V2D_TORCH, "numpy<2"], check=True)
     subprocess.run([*pip, "--no-deps", *V2D_NO_DEPS], check=True)
     subprocess.run([*pip, *V2D_DEPS], check=True)
     print(f"video2dataset venv ready: {venv}")
@@ -247,7 +245,7 @@ def summarize(runs: dict[str, list[dict]], modes: list[str]) -> tuple[dict, dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kvid-root", type=Path, default=ROOT, help="kvid tree to run (PYTHONPATH and cwd)")
-    ap.add_argument("--python", default="/work/main/.venv/bin/python", help="python of kvid's venv")
+    ap.add_argument("--python", default=sys.executable, help="python of kvid's venv (default: this one)")
     ap.add_argument("--scenedetect", default=None, help="scenedetect CLI (default: next to --python)")
     ap.add_argument("--v2d-python", default=str(DEFAULT_SCRATCH / "v2d" / "bin" / "python"))
     ap.add_argument("--setup-v2d", action="store_true",

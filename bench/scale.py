@@ -27,11 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # local_cluster: a multi-node Ray on this machine
 
+from local_cluster import LocalCluster  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 from curate import synthetic  # noqa: E402
-from pipelines.testing import LocalCluster  # noqa: E402
 
 OFFLINE = ["--motion-backend", "none", "--caption-model", "none", "-q"]
 

@@ -3,21 +3,11 @@
 Light to import (no torch, no transformers until a model is loaded). See docs/caption.md.
 """
 
-from caption.backends import (
-    BACKENDS,
-    FAMILIES,
-    CaptionBackend,
-    CaptionBackendUnavailable,
-    CaptionModelError,
-    FamilySpec,
-    ModelSpec,
-    TransformersBackend,
-    VLLMBackend,
-    inspect_model,
-    load_backend,
-    vllm_available,
-)
+from caption.backends import BACKENDS, CaptionBackend, TransformersBackend, VLLMBackend, load_backend, vllm_available
+from caption.errors import CaptionBackendUnavailable, CaptionModelError
+from caption.families import FAMILIES, FamilySpec
 from caption.hygiene import CleanResult, clean_caption
+from caption.model_files import ModelSpec, inspect_model
 from caption.prompts import (
     DEFAULT_TEMPLATE,
     TEMPLATES,

@@ -24,7 +24,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from caption.backends import load_backend
 from caption.hygiene import DEFAULT_MAX_CHARS, DEFAULT_MIN_WORDS, clean_caption
+from caption.model_files import inspect_model
 from caption.prompts import PromptTemplate, get_template
 from caption.sampling import CLIP_FPS, DEFAULT_MAX_FRAMES, ClipFrames, sample_frames
 from curate import schema
@@ -79,8 +81,6 @@ class CaptionPrepStage(Stage):
 
     def for_model(self, model: str) -> CaptionPrepStage:
         """This stage with frames sampled at the size ``model``'s processor works at."""
-        from caption.backends import inspect_model
-
         return dataclasses.replace(self, short_side=inspect_model(model, check_weights=False).frame_short_side)
 
     def placement(self, cluster: Cluster) -> Placement:
@@ -218,8 +218,6 @@ class CaptionStage(Stage):
     def setup(self) -> None:
         """Load the model once (raises CaptionModelError with the fix when it is missing)."""
         if self.loaded is None:
-            from caption.backends import load_backend
-
             self.loaded = load_backend(
                 self.model, self.run_device(), self.dtype, backend=self.backend, offline=self.offline,
                 generation_kwargs=self.generation_kwargs, **(self.backend_kwargs or {}),

@@ -529,16 +529,24 @@ class DedupStage(Stage):
         self.index = folder_index(self.folder_rows, self.params)
 
     def process(self, rows: list[dict]) -> list[dict]:
+        """Encode group rows (``{"unit", "scenes"}``, on their way to the encoder) lose their
+        near copies, which become reject rows of their own; other rows pass."""
         if self.index is None:
             self.setup()
         assert self.index is not None
         out = []
         for row in rows:
-            blob = signature_bytes(row.get("signature"))
-            on_its_way_to_the_encoder = row.get("unit") is not None and row.get("status") == schema.STATUS_OK
-            if on_its_way_to_the_encoder and blob:
-                kept = self.index.add(row["clip_id"], Signature.from_bytes(blob))
-                if kept is not None:
-                    row = mark_duplicate(schema.ClipRecord.from_row(row), kept).to_row()  # drops the unit: never encoded
-            out.append(row)
+            if "scenes" not in row:
+                out.append(row)
+                continue
+            kept = []
+            for scene in row["scenes"]:
+                blob = signature_bytes(scene.get("signature"))
+                copy_of = self.index.add(scene["clip_id"], Signature.from_bytes(blob)) if blob else None
+                if copy_of is None:
+                    kept.append(scene)
+                else:
+                    out.append(mark_duplicate(schema.ClipRecord.from_row(scene), copy_of).to_row())  # never encoded
+            if kept:
+                out.append({**row, "scenes": kept})
         return out

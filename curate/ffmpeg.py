@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 FFMPEG = os.environ.get("KVID_FFMPEG", "ffmpeg")
@@ -163,6 +163,59 @@ def run_ffmpeg(args: Sequence[str], timeout: float | None, input_bytes: bytes | 
         err = err_bytes.decode("utf-8", "replace")
         raise FFmpegError(f"ffmpeg exited with {code}: {_tail(err, 3)}", stderr=err)
     return out
+
+
+PIPE_OUTPUT = "kvid-pipe:{}"  # in run_ffmpeg's args: the write end of its i-th output pipe
+
+
+def run_ffmpeg_to_pipes(args: Sequence[str], timeout: float | None, readers: Sequence[Callable[[IO[bytes]], None]]) -> None:
+    """``run_ffmpeg`` for a command that also writes raw streams to pipes: ``args`` name the
+    i-th as ``PIPE_OUTPUT.format(i)`` and ``readers[i]`` drains it, in a thread of its own (a
+    full pipe would stall ffmpeg). Raises FFmpegError; a reader's exception is raised too."""
+    pipes = [os.pipe() for _ in readers]
+    names = {PIPE_OUTPUT.format(i): f"pipe:{w}" for i, (_, w) in enumerate(pipes)}
+    cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", *(names.get(a, a) for a in args)]
+    errors: list[BaseException] = []
+
+    def drain(i: int, r: int) -> None:
+        with os.fdopen(r, "rb") as f:
+            try:
+                readers[i](f)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller below
+                errors.append(e)
+            f.read()  # whatever is left: ffmpeg must never block on this pipe
+
+    try:
+        proc = popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                     pass_fds=tuple(w for _, w in pipes))
+    except BaseException:
+        for r, _ in pipes:
+            os.close(r)
+        raise
+    finally:
+        for _, w in pipes:
+            os.close(w)
+    threads = [threading.Thread(target=drain, args=(i, r), daemon=True) for i, (r, _) in enumerate(pipes)]
+    for t in threads:
+        t.start()
+    try:
+        _, err_bytes = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        kill(proc)
+        proc.communicate()
+        raise FFmpegError(f"ffmpeg timed out after {timeout:.0f} s", timed_out=True) from e
+    except BaseException:
+        kill(proc)
+        proc.wait()
+        raise
+    finally:
+        for t in threads:
+            t.join()
+    if proc.returncode != 0:
+        err = err_bytes.decode("utf-8", "replace")
+        raise FFmpegError(f"ffmpeg exited with {proc.returncode}: {_tail(err, 3)}", stderr=err)
+    if errors:
+        raise errors[0]
 
 
 def ffprobe_json(path: str, args: Sequence[str], timeout: float | None = 60) -> dict:

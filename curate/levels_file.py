@@ -18,7 +18,7 @@ import math
 import os
 from typing import Any
 
-from curate.shards import atomic_write_json
+from curate.atomic import atomic_write_json
 
 LEVELS_FILE = "motion_levels.json"
 

@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
-from curate import shards
+from curate import atomic, layout, shards
 from curate.version import KVID_VERSION
 
 
@@ -20,7 +20,7 @@ def now() -> str:
 
 
 def manifest_path(out_dir: str) -> str:
-    return os.path.join(out_dir, shards.MANIFEST)
+    return os.path.join(out_dir, layout.MANIFEST)
 
 
 def read_manifest(out_dir: str) -> dict | None:
@@ -32,7 +32,7 @@ def read_manifest(out_dir: str) -> dict | None:
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
-    shards.atomic_write_json(manifest_path(out_dir), manifest)
+    atomic.atomic_write_json(manifest_path(out_dir), manifest)
 
 
 def tool_versions() -> dict[str, str]:

@@ -1,171 +1,32 @@
-"""Output layout of a run, written atomically and readable without kvid.
-
-    OUT/shards/shard-000000.tar      WebDataset: <clip_id>.mp4, <clip_id>.json, <clip_id>.txt
-    OUT/index/shard-000000.parquet   one row per clip in that tar (the clip schema)
-    OUT/rejects/shard-000000.parquet one row per reject committed with that part
-    OUT/manifest.json                config, versions, counts
+"""Shards: the parts of an output folder, written atomically, and read back.
 
 A part is committed when its index file exists: the tar and the rejects file are renamed
-into place first, the index last. Everything is written under a dot-name and renamed, and
-readers (pyarrow, Ray, webdataset globs) skip dot-names, so nothing half-written is ever
-visible. A tar without its index is an orphan from a killed run and is removed on resume.
+into place first, the index last. A tar without its index is an orphan from a killed run
+and is removed on resume (curate/resume.py). The folder's layout: curate/layout.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import io
 import json
 import os
-import re
-import socket
 import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate import schema
+from curate.atomic import atomic_write_table, disk_full_error, is_disk_full
+from curate.layout import INDEX, REJECTS, SHARDS, ensure_layout, part_files, part_name
 from curate.schema import ClipRecord, records_to_table
 from curate.settings import setting
 
-SHARDS, INDEX, REJECTS = "shards", "index", "rejects"
-MANIFEST = "manifest.json"
-NEXT = ".next"  # a new dataset version being built (recompute, recaption); hidden from readers
-VERSIONS = "versions"  # earlier versions, kept after a new one is published
-_SWAP = ".swap.json"  # journal of a publish in progress
-_PART_RE = re.compile(r"^shard-(\d{6,})\.(tar|parquet)$")
 _TAR_MTIME = 0  # fixed member mtime: identical inputs give identical tars
-
-
-WORK_DIR = ".kvid"  # run bookkeeping inside OUT (hidden from readers)
-
-
-class OutputBusy(RuntimeError):
-    """Another kvid process holds the output folder."""
-
-
-class OutputLock:
-    """One writer per output folder: an exclusive ``flock`` on OUT/.kvid/lock, holding the
-    holder's host, pid and command for the message a second writer gets. The kernel drops
-    the lock when its process dies (even by SIGKILL), so a stale lock never blocks a run."""
-
-    def __init__(self, out_dir: str, command: str):
-        self.out_dir = out_dir
-        self.command = command
-        self.path = os.path.join(out_dir, WORK_DIR, "lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> OutputLock:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = _read_holder(fd)
-            os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            who = (f"`{holder.get('command', 'kvid')}` (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
-                   f"since {holder.get('started', '?')})") if holder else "another kvid process"
-            raise OutputBusy(
-                f"{self.out_dir} is being written by {who}; one kvid command writes a folder at a time: "
-                "wait for it to finish (or stop it), or use another --out"
-            ) from None
-        info = {"host": socket.gethostname(), "pid": os.getpid(), "command": self.command,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-    def __enter__(self) -> OutputLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _read_holder(fd: int) -> dict:
-    try:
-        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        return {}
-
-
-def part_name(seq: int) -> str:
-    return f"shard-{seq:06d}"
-
-
-def _fsync_write(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-class OutputFull(OSError):
-    """The output folder's disk (or quota) is full. Committed parts are intact."""
-
-
-def is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def disk_full_error(out_dir: str) -> OutputFull:
-    return OutputFull(
-        errno.ENOSPC,
-        f"no space left on the device of {out_dir}: the part being written was removed and every "
-        "committed part is intact; free some space, then re-run the same command to resume",
-    )
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        _fsync_write(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)  # a failed write (a full disk) leaves nothing behind
-        raise
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def atomic_write_table(path: str, table: pa.Table) -> None:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(path, sink.getvalue())
-
-
-def ensure_layout(out_dir: str) -> None:
-    for sub in (SHARDS, INDEX, REJECTS):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-
-
-def _parts(folder: str, ext: str) -> dict[int, str]:
-    found = {}
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            m = _PART_RE.match(name)
-            if m and m.group(2) == ext:
-                found[int(m.group(1))] = os.path.join(folder, name)
-    return found
 
 
 def _read_part_file(path: str, columns: list[str] | None) -> pa.Table:
@@ -181,7 +42,7 @@ def _read_part_file(path: str, columns: list[str] | None) -> pa.Table:
 
 
 def _read_parts(folder: str, columns: list[str] | None = None) -> pa.Table:
-    tables = [_read_part_file(p, columns) for _, p in sorted(_parts(folder, "parquet").items())]
+    tables = [_read_part_file(p, columns) for _, p in sorted(part_files(folder, "parquet").items())]
     if not tables:
         sch = schema.CLIP_SCHEMA if columns is None else pa.schema([schema.CLIP_SCHEMA.field(c) for c in columns])
         return sch.empty_table()
@@ -196,96 +57,37 @@ def read_rejects(out_dir: str, columns: list[str] | None = None) -> pa.Table:
     return _read_parts(os.path.join(out_dir, REJECTS), columns)
 
 
-@dataclass
-class ResumeState:
-    """What a previous run into the same folder already committed."""
-
-    next_seq: int = 0
-    done_units: set[str] = field(default_factory=set)
-    # Units with some rows committed: their committed clip ids (only these need dedupe).
-    partial_units: dict[str, set[str]] = field(default_factory=dict)
-    done_sources: set[str] = field(default_factory=set)  # source paths whose every unit is done
-    done_units_by_source: dict[str, set[str]] = field(default_factory=dict)  # for partly done sources
-    orphans_removed: int = 0
+def read_part(out_dir: str, name: str, folder: str) -> list[ClipRecord]:
+    path = os.path.join(out_dir, folder, name + ".parquet")
+    if not os.path.exists(path):
+        return []
+    return schema.table_to_records(pq.read_table(path))
 
 
-def remove_orphans(out_dir: str) -> int:
-    """Delete tars of parts whose index never got written, and stale temp files."""
-    index = _parts(os.path.join(out_dir, INDEX), "parquet")
-    removed = 0
-    for seq, path in _parts(os.path.join(out_dir, SHARDS), "tar").items():
-        if seq not in index:
-            os.unlink(path)
-            removed += 1
-    for sub in (SHARDS, INDEX, REJECTS):
-        folder = os.path.join(out_dir, sub)
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if name.startswith(".") and ".tmp" in name:
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(folder, name))
-    return removed
+def iter_shard(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield (clip_id, {"mp4": ..., "json": ..., "txt": ...}) from one tar, in order."""
+    with tarfile.open(tar_path, "r") as tar:
+        key, group = None, {}
+        for member in tar:
+            if not member.isfile():
+                continue
+            stem, _, ext = member.name.rpartition(".")
+            if key is not None and stem != key:
+                yield key, group
+                group = {}
+            key = stem
+            f = tar.extractfile(member)
+            group[ext] = f.read() if f is not None else b""
+        if key is not None:
+            yield key, group
 
 
-def resume_state(out_dir: str) -> ResumeState:
-    recover_publish(out_dir)
-    state = ResumeState(orphans_removed=remove_orphans(out_dir))
-    seqs = [*_parts(os.path.join(out_dir, INDEX), "parquet"), *_parts(os.path.join(out_dir, REJECTS), "parquet")]
-    state.next_seq = max(seqs) + 1 if seqs else 0
-    cols = ["clip_id", "source", "source_bytes", "work_unit", "work_unit_rows", "source_units"]
-    rows = pa.concat_tables(
-        [read_index(out_dir, cols), read_rejects(out_dir, cols)], promote_options="default"
-    ).to_pylist()
-    ids_per_unit: dict[str, set[str]] = {}
-    need: dict[str, int] = {}
-    units_of_source: dict[str, set[str]] = {}
-    source_units: dict[str, int] = {}
-    for r in rows:
-        ids_per_unit.setdefault(r["work_unit"], set()).add(r["clip_id"])
-        need[r["work_unit"]] = r["work_unit_rows"]
-        src = schema.source_path(r)  # as the input listing names it
-        units_of_source.setdefault(src, set()).add(r["work_unit"])
-        source_units[src] = r["source_units"]
-    for unit, unit_ids in ids_per_unit.items():
-        if len(unit_ids) >= need[unit]:
-            state.done_units.add(unit)
-        else:
-            state.partial_units[unit] = unit_ids
-    for src, units in units_of_source.items():
-        done = units & state.done_units
-        if len(done) >= (source_units[src] or 1):
-            state.done_sources.add(src)
-        else:
-            state.done_units_by_source[src] = done
-    return state
-
-
-class UnitLedger:
-    """Exactly-once accounting of rows by unit of work.
-
-    A row is admitted once (Ray may run a task twice after a worker dies, and a resumed
-    unit re-produces rows that were already committed). Ids are remembered only while
-    their unit is open, so memory follows the work in flight, not the size of the output.
-    """
-
-    def __init__(self, done_units: set[str] | None = None, partial_units: dict[str, set[str]] | None = None):
-        self.done_units = set(done_units or ())
-        self.open: dict[str, set[str]] = {u: set(ids) for u, ids in (partial_units or {}).items()}
-
-    def admit(self, record: ClipRecord) -> tuple[bool, bool]:
-        """(write this row?, did it complete its unit?)"""
-        unit = record.work_unit
-        if unit in self.done_units:
-            return False, False
-        seen = self.open.setdefault(unit, set())
-        if record.clip_id in seen:
-            return False, False
-        seen.add(record.clip_id)
-        if len(seen) >= record.work_unit_rows:
-            del self.open[unit]
-            self.done_units.add(unit)
-            return True, True
-        return True, False
+def read_clip_bytes(out_dir: str, record: dict | ClipRecord) -> bytes:
+    """Random access to one clip's mp4 through the index's shard offset (no tar scan)."""
+    r = record.to_row() if isinstance(record, ClipRecord) else record
+    with open(os.path.join(out_dir, SHARDS, r["shard"]), "rb") as f:
+        f.seek(r["shard_offset"])
+        return f.read(r["shard_size"])
 
 
 class PartWriter:
@@ -443,96 +245,3 @@ class ShardWriter:
         if self._part is not None:
             self._part.abort()
             self._part = None
-
-
-def iter_shard(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (clip_id, {"mp4": ..., "json": ..., "txt": ...}) from one tar, in order."""
-    with tarfile.open(tar_path, "r") as tar:
-        key, group = None, {}
-        for member in tar:
-            if not member.isfile():
-                continue
-            stem, _, ext = member.name.rpartition(".")
-            if key is not None and stem != key:
-                yield key, group
-                group = {}
-            key = stem
-            f = tar.extractfile(member)
-            group[ext] = f.read() if f is not None else b""
-        if key is not None:
-            yield key, group
-
-
-def read_clip_bytes(out_dir: str, record: dict | ClipRecord) -> bytes:
-    """Random access to one clip's mp4 through the index's shard offset (no tar scan)."""
-    r = record.to_row() if isinstance(record, ClipRecord) else record
-    with open(os.path.join(out_dir, SHARDS, r["shard"]), "rb") as f:
-        f.seek(r["shard_offset"])
-        return f.read(r["shard_size"])
-
-
-# --- dataset versions ----------------------------------------------------------------------
-#
-# A rewrite (new motion scores, new captions) builds a complete new version under OUT/.next/
-# with the same part names, part by part (resumable), while OUT/ stays as it was. Publishing
-# moves the current shards/index/rejects to OUT/versions/vNNN/ and .next's into place, with
-# a journal so a publish interrupted between its renames is completed by the next kvid call.
-
-
-def part_names(out_dir: str) -> list[str]:
-    """Names of the committed parts (shard-NNNNNN), from index and rejects files."""
-    seqs = set(_parts(os.path.join(out_dir, INDEX), "parquet")) | set(_parts(os.path.join(out_dir, REJECTS), "parquet"))
-    return [part_name(s) for s in sorted(seqs)]
-
-
-def read_part(out_dir: str, name: str, folder: str) -> list[ClipRecord]:
-    path = os.path.join(out_dir, folder, name + ".parquet")
-    if not os.path.exists(path):
-        return []
-    return schema.table_to_records(pq.read_table(path))
-
-
-def next_version_dir(out_dir: str) -> str:
-    return os.path.join(out_dir, NEXT)
-
-
-def finished_parts(version_dir: str) -> set[str]:
-    return {part_name(s) for s in _parts(os.path.join(version_dir, INDEX), "parquet")}
-
-
-def _next_archive(out_dir: str) -> str:
-    folder = os.path.join(out_dir, VERSIONS)
-    taken = [int(n[1:]) for n in os.listdir(folder) if n.startswith("v") and n[1:].isdigit()] if os.path.isdir(folder) else []
-    return os.path.join(VERSIONS, f"v{(max(taken) + 1) if taken else 1:03d}")
-
-
-def recover_publish(out_dir: str) -> bool:
-    """Finish a publish that was interrupted; True when there was one."""
-    journal = os.path.join(out_dir, _SWAP)
-    if not os.path.exists(journal):
-        return False
-    with open(journal, encoding="utf-8") as f:
-        archive = os.path.join(out_dir, json.load(f)["archive"])
-    nxt = next_version_dir(out_dir)
-    os.makedirs(archive, exist_ok=True)
-    for sub in (SHARDS, INDEX, REJECTS):
-        cur, new, old = os.path.join(out_dir, sub), os.path.join(nxt, sub), os.path.join(archive, sub)
-        if os.path.exists(new):
-            if os.path.exists(cur) and not os.path.exists(old):
-                os.rename(cur, old)
-            if not os.path.exists(cur):
-                os.rename(new, cur)
-    import shutil
-
-    shutil.rmtree(nxt, ignore_errors=True)
-    os.unlink(journal)
-    return True
-
-
-def publish_next(out_dir: str) -> str:
-    """Make OUT/.next the current version; returns where the old one went (OUT-relative)."""
-    recover_publish(out_dir)
-    archive = _next_archive(out_dir)
-    atomic_write_json(os.path.join(out_dir, _SWAP), {"archive": archive})
-    recover_publish(out_dir)
-    return archive

@@ -1,15 +1,22 @@
-"""Cut one scene out of its source in a single ffmpeg call: frame-exact start, 24 fps,
-black borders cropped, short side at most 1080 px (never upscaled), H.264 yuv420p mp4."""
+"""Cut the kept scenes out of a source in a single ffmpeg call, from one decode: frame-exact,
+re-timed to the output frame rate (24 fps by default), black borders cropped, short side at
+most 1080 px (never upscaled), square pixels, H.264 yuv420p mp4."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import IO
+
+import cv2
+import numpy as np
 
 from curate.borders import Crop
-from curate.ffmpeg import FFmpegError, ffprobe_json, run_ffmpeg, safe_input
+from curate.ffmpeg import PIPE_OUTPUT, FFmpegError, run_ffmpeg_to_pipes, safe_input
+from curate.frames import scaled_size
+from curate.mp4 import Mp4Error, video_track
 from curate.probe import VideoInfo
 from curate.settings import BYTES, setting
 
@@ -35,6 +42,8 @@ class ClipFile:
     height: int
     num_frames: int
     fps: float
+    # The clip's frames before the encode, gray, short side ``tap_short_side`` (see encode_scenes).
+    tapped: np.ndarray | None = None
 
     @property
     def duration_s(self) -> float:
@@ -63,63 +72,117 @@ def output_frames(duration_s: float, fps: float) -> int:
     return max(1, int(round(duration_s * fps)))
 
 
-def transcode_scene(
+@dataclass(frozen=True)
+class SceneCut:
+    """A span of the source to encode: the frames shown at ``start_s <= t < end_s`` (seconds
+    from the first frame), cropped to ``crop`` (pixels of the upright source frame)."""
+
+    start_s: float
+    end_s: float
+    crop: Crop
+
+
+def _cut_chain(info: VideoInfo, cut: SceneCut, origin_s: float, params: TranscodeParams, out: str,
+               tap: tuple[str, int] | None) -> str:
+    """The filters that turn the decoded stream (time 0 at ``origin_s``) into one clip, ending in
+    the label ``out``; with ``tap`` (label, short side), also its frames at that size."""
+    out_w, out_h = output_size(cut.crop.w, cut.crop.h, info.sample_aspect, params.max_short_side)
+    # A quarter frame before each frame that starts or ends the cut: float rounding can never
+    # move a frame across a boundary. Timestamps restart at the cut's first frame, so the fps
+    # filter samples the cut from its start, as if it were a file of its own.
+    margin = 0.25 / info.fps
+    chain = [f"trim=start={max(0.0, cut.start_s - origin_s - margin):.6f}:end={cut.end_s - origin_s - margin:.6f}",
+             "setpts=PTS-STARTPTS"]
+    if not cut.crop.is_full(info.width, info.height):
+        chain.append(f"crop={cut.crop.w}:{cut.crop.h}:{cut.crop.x}:{cut.crop.y}")
+    chain += [f"fps={params.fps}", f"scale={out_w}:{out_h}:flags=lanczos", "setsar=1"]
+    if tap is None:
+        return ",".join(chain) + f"[{out}]"
+    label, short_side = tap
+    tap_w, tap_h = scaled_size(out_w, out_h, short_side)
+    # The clip's own frames, scaled as a decode of the encoded clip would be (curate.frames).
+    flags = "area" if tap_w * tap_h < out_w * out_h else "bicubic"
+    return ",".join(chain) + f",split=2[{out}][{label}in];[{label}in]scale={tap_w}:{tap_h}:flags={flags}[{label}]"
+
+
+def encode_scenes(
     info: VideoInfo,
-    start_s: float,
-    end_s: float,
-    crop: Crop,
+    cuts: list[SceneCut],
     params: TranscodeParams,
     tmp_dir: str | None = None,
     threads: int = 0,
-) -> ClipFile:
-    """Encode [start_s, end_s) of the source (seconds from its first frame) with ``threads``
-    ffmpeg threads (0: ffmpeg's choice). Raises FFmpegError."""
-    out_w, out_h = output_size(crop.w, crop.h, info.sample_aspect, params.max_short_side)
-    n_frames = output_frames(end_s - start_s, params.fps)
-    # Seek a quarter frame early so float rounding can never drop the first frame, then
-    # restart timestamps at that frame so the fps filter samples the scene from its start.
-    seek = max(0.0, start_s - 0.25 / info.fps)
-    filters = []
-    if not crop.is_full(info.width, info.height):
-        filters.append(f"crop={crop.w}:{crop.h}:{crop.x}:{crop.y}")
-    filters += [
-        "setpts=PTS-STARTPTS",
-        f"fps={params.fps}",
-        f"scale={out_w}:{out_h}:flags=lanczos",
-        "setsar=1",
-    ]
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix="kvid-clip-", dir=tmp_dir)
-    os.close(fd)
-    try:
-        args = ["-threads", str(threads)]
-        if seek > 0:
-            args += ["-ss", f"{seek:.6f}"]
-        args += [
-            "-t", f"{end_s - seek + 1.0 / info.fps:.6f}",
-            "-i", safe_input(info.path),
-            "-map", "0:v:0",
-            "-vf", ",".join(filters),
-            "-frames:v", str(n_frames),
-            "-an", "-sn", "-dn",
-            "-c:v", params.codec,
-            "-preset", params.preset,
-            "-crf", str(params.crf),
-            "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart",
-            "-map_metadata", "-1",
-            "-f", "mp4", "-y", tmp,
-        ]
-        timeout = params.timeout_s + params.timeout_per_s * (end_s - start_s)
-        run_ffmpeg(args, timeout=timeout)
-        stream = (
-            ffprobe_json(tmp, ["-select_streams", "v:0", "-show_entries", "stream=width,height,nb_frames"]).get("streams") or [{}]
-        )[0]
-        frames = int(stream.get("nb_frames") or 0)
-        if frames <= 0:
-            raise FFmpegError("transcode produced no frames")
-        with open(tmp, "rb") as f:
-            data = f.read()
-        return ClipFile(data, int(stream["width"]), int(stream["height"]), frames, params.fps)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    tap_short_side: int | None = None,
+) -> list[ClipFile]:
+    """Encode each cut of the source into its own clip from ONE decode: ffmpeg seeks once, to
+    the first cut (cuts in time order, not overlapping), decodes through the last, and its
+    filter graph splits the picture and trims, crops, re-times and scales each cut into its own
+    output. ``threads``: the decoder's and each encoder's threads (0: ffmpeg's choice); only
+    one encoder is busy at a time, the cuts being consecutive. ``tap_short_side``: each clip
+    also comes with its frames, gray, scaled to that short side from the same decode (what
+    scoring motion on the clip would decode it again for). Raises FFmpegError (the caller may
+    retry the cuts one by one: one bad stretch of the source must not cost the others)."""
+    if not cuts:
+        return []
+    n = len(cuts)
+    # Seek a quarter frame early so float rounding can never drop the first frame.
+    seek = max(0.0, cuts[0].start_s - 0.25 / info.fps)
+    tap = [(f"tap{i}", tap_short_side) if tap_short_side else None for i in range(n)]
+    sources = ["[0:v]"] if n == 1 else [f"[in{i}]" for i in range(n)]
+    graph = ([] if n == 1 else ["[0:v]split=" + str(n) + "".join(sources)]) + [
+        src + _cut_chain(info, c, seek, params, f"out{i}", tap[i]) for i, (src, c) in enumerate(zip(sources, cuts))]
+    args = ["-threads", str(threads), "-filter_complex_threads", str(max(threads, 1))]
+    if seek > 0:
+        args += ["-ss", f"{seek:.6f}"]
+    args += ["-t", f"{cuts[-1].end_s - seek + 1.0 / info.fps:.6f}", "-i", safe_input(info.path),
+             "-filter_complex", ";".join(graph)]
+    frames = [output_frames(c.end_s - c.start_s, params.fps) for c in cuts]
+    tapped: list[list[np.ndarray]] = [[] for _ in cuts]
+    readers: list[Callable[[IO[bytes]], None]] = []
+    with tempfile.TemporaryDirectory(prefix="kvid-clips-", dir=tmp_dir) as folder:
+        paths = [os.path.join(folder, f"{i}.mp4") for i in range(n)]
+        for i, path in enumerate(paths):
+            args += [
+                "-map", f"[out{i}]",
+                "-frames:v", str(frames[i]),
+                "-an", "-sn", "-dn",
+                "-c:v", params.codec, "-threads", str(threads),
+                "-preset", params.preset,
+                "-crf", str(params.crf),
+                "-pix_fmt", "yuv420p",
+                "-movflags", "+faststart",
+                "-map_metadata", "-1",
+                "-f", "mp4", "-y", path,
+            ]
+            if tap_short_side:
+                out_w, out_h = output_size(cuts[i].crop.w, cuts[i].crop.h, info.sample_aspect, params.max_short_side)
+                size = scaled_size(out_w, out_h, tap_short_side)
+                args += ["-map", f"[tap{i}]", "-frames:v", str(frames[i]), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                         PIPE_OUTPUT.format(len(readers))]
+                readers.append(_gray_frames_into(tapped[i], size))
+        seconds = sum(c.end_s - c.start_s for c in cuts)
+        run_ffmpeg_to_pipes(args, params.timeout_s + params.timeout_per_s * seconds, readers)
+        clips = []
+        for i, path in enumerate(paths):
+            with open(path, "rb") as f:
+                data = f.read()
+            try:
+                track = video_track(data)
+            except Mp4Error as e:
+                raise FFmpegError(f"transcode wrote no readable clip: {e}") from e
+            if track.frames <= 0:
+                raise FFmpegError("transcode produced no frames")
+            clips.append(ClipFile(data, track.width, track.height, track.frames, params.fps,
+                                  np.stack(tapped[i]) if tapped[i] else None))
+    return clips
+
+
+def _gray_frames_into(frames: list[np.ndarray], size: tuple[int, int]) -> Callable[[IO[bytes]], None]:
+    """A pipe reader that turns each RGB frame into gray as it arrives (a third of the memory;
+    the same gray an optical-flow backend makes of it)."""
+    w, h = size
+
+    def read(pipe: IO[bytes]) -> None:
+        while len(buf := pipe.read(w * h * 3)) == w * h * 3:
+            frames.append(cv2.cvtColor(np.frombuffer(buf, np.uint8).reshape(h, w, 3), cv2.COLOR_RGB2GRAY))
+
+    return read

@@ -10,8 +10,11 @@ import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from curate import ids, schema, shards
+import numpy as np
+
+from curate import atomic, ids, schema
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit, frame_times
 from curate.borders import Crop
 from curate.dedup import SignatureFeature, SignatureParams, signature_bytes
@@ -23,7 +26,7 @@ from curate.scene_filters import check_stats
 from curate.schema import ClipRecord
 from curate.settings import BYTES, CLIPS, group, setting, values_of
 from curate.stage import Cluster, Placement, Resources, Row, Stage
-from curate.transcode import TranscodeParams, output_frames, output_size, transcode_scene
+from curate.transcode import ClipFile, SceneCut, TranscodeParams, encode_scenes, output_frames, output_size
 from curate.version import KVID_VERSION
 
 
@@ -46,6 +49,11 @@ class CurateParams:
     workers: int | None = setting(None, "parallel analyse and transcode tasks (default: one per CPU)", ge=1)
     ffmpeg_threads: int = setting(
         0, "threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)", ge=0)
+    encode_group_s: float = setting(
+        30.0, "seconds of kept scenes encoded by one ffmpeg from one decode (a long source's groups run in parallel)",
+        gt=0)
+    encode_gap_s: float = setting(
+        5.0, "a rejected stretch longer than this between kept scenes is skipped by a seek, not decoded", ge=0)
     # The perceptual signature of every scene (near-duplicates); None skips it. Not a setting.
     signature: SignatureParams | None = field(default_factory=SignatureParams)
 
@@ -234,37 +242,99 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
     return records
 
 
-def transcode_record(rec: ClipRecord, info: VideoInfo, params: CurateParams) -> bytes | None:
-    """Encode a pending clip; fills its output fields. On failure the record becomes a
-    reject and None is returned."""
-    if not rec.ok:
-        return None
+def encode_groups(records: list[ClipRecord], params: CurateParams) -> list[list[ClipRecord]]:
+    """The kept scenes of a unit, in time order, in groups that are each encoded by one ffmpeg
+    from one decode. A group ends where the next kept scene is more than ``encode_gap_s`` away
+    (seeking there is cheaper than decoding the gap) or when it holds ``encode_group_s`` of
+    video (the groups of a long source are encoded in parallel)."""
+    groups: list[list[ClipRecord]] = []
+    for rec in sorted((r for r in records if r.ok), key=lambda r: r.start_frame or 0):
+        assert rec.source_start_s is not None and rec.source_end_s is not None
+        if groups:
+            last = groups[-1]
+            gap = rec.source_start_s - (last[-1].source_end_s or 0.0)
+            held = sum((r.duration_s or 0.0) for r in last)
+            if gap <= params.encode_gap_s and held < params.encode_group_s:
+                last.append(rec)
+                continue
+        groups.append([rec])
+    return groups
+
+
+def _cut(rec: ClipRecord) -> SceneCut:
     # A kept scene from the analysis always has its crop and times.
     assert rec.crop_x is not None and rec.crop_y is not None and rec.crop_w is not None and rec.crop_h is not None
     assert rec.source_start_s is not None and rec.source_end_s is not None
-    crop = Crop(rec.crop_x, rec.crop_y, rec.crop_w, rec.crop_h)
+    return SceneCut(rec.source_start_s, rec.source_end_s, Crop(rec.crop_x, rec.crop_y, rec.crop_w, rec.crop_h))
+
+
+def _scratch_full(e: Exception, params: CurateParams) -> atomic.OutputFull | None:
+    """The error to stop the run with when ``e`` is a full scratch disk (not the scene's fault:
+    a reject would lose the clip for good)."""
+    if atomic.is_disk_full(e) or "No space left on device" in getattr(e, "stderr", ""):
+        return atomic.OutputFull(
+            28, f"no space left in the scratch folder ({params.tmp_dir or tempfile.gettempdir()}) while encoding: "
+            "free space there or pass --tmp-dir, then re-run the same command to resume")
+    return None
+
+
+class FrameTap(Protocol):
+    """Work done on each clip's own frames from its encode's decode, so nothing decodes the clip
+    again (motion scores with a CPU flow backend: ``motion.MotionStage``)."""
+
+    def tap_short_side(self) -> int:
+        """The short side, in pixels, of the frames it wants (gray, at the clip's frame rate)."""
+        ...
+
+    def apply(self, row: Row, frames: np.ndarray) -> Row:
+        """``row`` (a kept clip) with what the frames ``(T, H, W)`` tell, or rejected with why."""
+        ...
+
+
+def transcode_group(group: list[ClipRecord], info: VideoInfo, params: CurateParams, threads: int = 0,
+                    tap_short_side: int | None = None) -> list[ClipFile | None]:
+    """Encode the kept scenes of one group from one decode; fills their output fields. When
+    the shared encode fails, each scene is tried on its own, so one bad stretch of the source
+    costs only its own scenes: those become rejects (their entry None)."""
+    def encode(recs: list[ClipRecord]) -> list[ClipFile]:
+        with staged(recs[0].source, params.input_cache) as local:
+            return encode_scenes(dataclasses.replace(info, path=local), [_cut(r) for r in recs], params.transcode,
+                                 params.tmp_dir, threads, tap_short_side)
+
     try:
-        with staged(rec.source, params.input_cache) as local:
-            clip = transcode_scene(dataclasses.replace(info, path=local), rec.source_start_s, rec.source_end_s,
-                                   crop, params.transcode, params.tmp_dir, params.ffmpeg_threads)
+        clips: list[ClipFile | Exception] = list(encode(group))
     except (FFmpegError, OSError) as e:
-        if shards.is_disk_full(e) or "No space left on device" in getattr(e, "stderr", ""):
-            # Not the scene's fault: stop the run (a reject would lose the clip for good).
-            raise shards.OutputFull(
-                28, f"no space left in the scratch folder ({params.tmp_dir or tempfile.gettempdir()}) while encoding: "
-                "free space there or pass --tmp-dir, then re-run the same command to resume") from e
-        reason = schema.REASON_TIMEOUT if getattr(e, "timed_out", False) else schema.REASON_TRANSCODE_FAILED
-        rec.reject(schema.STAGE_TRANSCODE, reason, str(e))
-        return None
-    rec.width, rec.height = clip.width, clip.height
-    rec.aspect_ratio = clip.width / clip.height
-    rec.num_frames = clip.num_frames
-    rec.fps = clip.fps
-    return clip.data
+        if (full := _scratch_full(e, params)) is not None:
+            raise full from e
+        if len(group) == 1:
+            clips = [e]
+        else:
+            clips = []
+            for rec in group:
+                try:
+                    clips += encode([rec])
+                except (FFmpegError, OSError) as e1:
+                    if (full := _scratch_full(e1, params)) is not None:
+                        raise full from e1
+                    clips.append(e1)
+    out: list[ClipFile | None] = []
+    for rec, clip in zip(group, clips):
+        if isinstance(clip, Exception):
+            reason = schema.REASON_TIMEOUT if getattr(clip, "timed_out", False) else schema.REASON_TRANSCODE_FAILED
+            rec.reject(schema.STAGE_TRANSCODE, reason, str(clip))
+            out.append(None)
+            continue
+        rec.width, rec.height = clip.width, clip.height
+        rec.aspect_ratio = clip.width / clip.height
+        rec.num_frames = clip.num_frames
+        rec.fps = clip.fps
+        out.append(clip)
+    return out
 
 
 # --- the curate stages (see curate/stage.py): what the pipeline runs ----------------------
 
+SCENES = "scenes"  # an encode group row: its kept scenes' rows, beside its "unit"
 PLAN_MEMORY = 64 * 2**20
 ANALYZE_MEMORY = 256 * 2**20  # one decode: small BGR frames, luma samples, per-frame statistics
 TRANSNET_MEMORY = 512 * 2**20  # added to an analysis that runs TransNetV2
@@ -300,7 +370,8 @@ class PlanStage(_CurateStage):
 
 
 class AnalyzeStage(_CurateStage):
-    """A unit -> its scene rows: kept scenes carry their unit on to the transcode."""
+    """A unit -> its reject rows, and one row per encode group of its kept scenes
+    (``{"unit": WorkUnit, "scenes": [scene rows]}``, see ``encode_groups``)."""
 
     name = schema.STAGE_SCENES
 
@@ -313,21 +384,37 @@ class AnalyzeStage(_CurateStage):
         unit = row.get("unit")
         if unit is None:
             return [row]  # a reject from planning: pass it on
-        return [{**rec.to_row(), "unit": unit} if rec.ok else rec.to_row() for rec in analyze_work_unit(unit, self.params)]
+        records = analyze_work_unit(unit, self.params)
+        groups = [{"unit": unit, SCENES: [rec.to_row() for rec in g]} for g in encode_groups(records, self.params)]
+        return [rec.to_row() for rec in records if not rec.ok] + groups
 
 
 class TranscodeStage(_CurateStage):
-    """A kept scene -> its clip (``"mp4"``): the only encode, for scenes every filter kept."""
+    """An encode group -> one row per scene with its clip (``"mp4"``): the only encode, for
+    scenes every filter kept, from one decode of the group's stretch of the source. With a
+    ``frame_tap``, each clip's frames from that decode go through it too."""
 
     name = schema.STAGE_TRANSCODE
+
+    def __init__(self, params: CurateParams, frame_tap: FrameTap | None = None):
+        super().__init__(params)
+        self.frame_tap = frame_tap
 
     def placement(self, cluster: Cluster) -> Placement:
         return Placement(Resources(cpus=1, memory_bytes=TRANSCODE_MEMORY), workers=self.params.workers)
 
     def one(self, row: Row) -> list[Row]:
-        unit = row.pop("unit", None)
+        unit = row.get("unit")
         if unit is None:
             return [row]  # a reject: pass it on
-        rec = ClipRecord.from_row(row)
-        mp4 = transcode_record(rec, unit.info, self.params)
-        return [{**rec.to_row(), "mp4": mp4}]
+        group = [ClipRecord.from_row(r) for r in row[SCENES]]
+        tap = self.frame_tap
+        clips = transcode_group(group, unit.info, self.params, self.params.ffmpeg_threads,
+                                tap.tap_short_side() if tap else None)
+        out = []
+        for rec, clip in zip(group, clips):
+            scene = {**rec.to_row(), "mp4": clip.data if clip else None}
+            if tap is not None and clip is not None and clip.tapped is not None:
+                scene = tap.apply(scene, clip.tapped)
+            out.append(scene)
+        return out

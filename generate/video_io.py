@@ -154,12 +154,12 @@ def read_curated_index(folder: str | os.PathLike, clip_ids: Sequence[str] | None
                        limit: int | None = None) -> list[dict[str, Any]]:
     """Rows of a curated folder's index (``folder/index/*.parquet``), sorted by clip_id for a
     stable order; ``clip_ids`` selects (all must exist). Each row also gets ``folder``."""
-    from curate import shards
+    from curate import layout, shards
 
     folder = Path(folder)
-    if not (folder / shards.INDEX).is_dir():
+    if not (folder / layout.INDEX).is_dir():
         raise FileNotFoundError(
-            f"no curated index in {folder}: expected {folder}/{shards.INDEX}/*.parquet (written by `kvid curate`)"
+            f"no curated index in {folder}: expected {folder}/{layout.INDEX}/*.parquet (written by `kvid curate`)"
         )
     rows = sorted(shards.read_index(str(folder), list(INDEX_COLUMNS)).to_pylist(), key=lambda r: r["clip_id"])
     if clip_ids is not None:

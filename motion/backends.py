@@ -84,8 +84,9 @@ class _OpenCVBackend(FlowBackend):
         engine = getattr(self._local, "engine", None)
         if engine is None:
             engine = self._local.engine = self._engine()
-        ga = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
-        gb = cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
+        # Gray frames (H, W) are used as they are: RGB frames are turned to exactly that.
+        ga = np.ascontiguousarray(a) if a.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+        gb = np.ascontiguousarray(b) if b.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
         return engine(ga, gb)
 
     def _map(self, fn: Callable[[int], np.ndarray], n: int) -> list[np.ndarray]:
@@ -98,7 +99,7 @@ class _OpenCVBackend(FlowBackend):
         return np.stack(flows).astype(np.float32, copy=False)
 
     def pair_stats(self, frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:
-        check_pairs(frames_a, frames_b)
+        check_pairs(frames_a, frames_b, gray_ok=True)
         self.setup()
         # flow and statistics per pair in the worker: no (N, H, W, 2) array is ever built
         stats = self._map(lambda i: flow_stats(self._calc(frames_a[i], frames_b[i])), len(frames_a))

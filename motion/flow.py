@@ -60,11 +60,18 @@ def stats_from_flow(flow: np.ndarray) -> np.ndarray:
     return np.stack([flow_stats(f) for f in flow])
 
 
-def check_pairs(frames_a: np.ndarray, frames_b: np.ndarray) -> None:
+def is_gray(frames: np.ndarray) -> bool:
+    """uint8 gray frames (N, H, W): what the CPU backends work on (RGB is turned to this)."""
+    return isinstance(frames, np.ndarray) and frames.ndim == 3 and frames.dtype == np.uint8
+
+
+def check_pairs(frames_a: np.ndarray, frames_b: np.ndarray, gray_ok: bool = False) -> None:
     for name, f in (("frames_a", frames_a), ("frames_b", frames_b)):
-        if not isinstance(f, np.ndarray) or f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
+        rgb = isinstance(f, np.ndarray) and f.ndim == 4 and f.shape[-1] == 3 and f.dtype == np.uint8
+        if not (rgb or (gray_ok and is_gray(f))):
             got = f"{getattr(f, 'dtype', type(f).__name__)} {getattr(f, 'shape', '')}"
-            raise ValueError(f"{name} must be uint8 RGB frames (N, H, W, 3), got {got}")
+            what = "uint8 RGB (N, H, W, 3) or gray (N, H, W)" if gray_ok else "uint8 RGB"
+            raise ValueError(f"{name} must be {what} frames, got {got}")
     if frames_a.shape != frames_b.shape:
         raise ValueError(f"frame pair shapes differ: {frames_a.shape} vs {frames_b.shape}")
     if frames_a.shape[1] < 8 or frames_a.shape[2] < 8:

@@ -106,14 +106,15 @@ def compute_motion(
     stride: int = 1,
     batch_size: int | None = None,
 ) -> MotionResult:
-    """Score frames ``(T, H, W, 3)`` uint8 RGB, already at 24 fps and the motion size.
+    """Score frames ``(T, H, W, 3)`` uint8 RGB (or ``(T, H, W)`` gray for the CPU backends),
+    already at the clip's frame rate and the motion size.
 
     Raises MotionError for fewer than 2 frames.
     """
     stride = _check_stride(stride)
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 RGB (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if frames.dtype != np.uint8 or not (frames.ndim == 4 and frames.shape[-1] == 3 or frames.ndim == 3):
+        raise ValueError(f"frames must be uint8 RGB (T, H, W, 3) or gray (T, H, W), got {frames.dtype} {frames.shape}")
     t = frames.shape[0]
     if t < 2:
         raise MotionError(f"a clip needs at least 2 frames to score motion, got {t}")

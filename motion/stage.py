@@ -31,7 +31,7 @@ from curate import schema
 from curate.settings import MOTION_UNITS, check_device, setting
 from curate.stage import Cluster, Placement, Resources, Stage
 from motion.backends import ALIASES, BACKENDS, FlowBackend, MotionError, canonical_backend_name, get_backend, is_raft
-from motion.score import DEFAULT_FPS, DEFAULT_SIZE, _check_stride, iter_pairs, result_from_stats
+from motion.score import DEFAULT_FPS, DEFAULT_SIZE, _check_stride, compute_motion, iter_pairs, result_from_stats
 
 _PAIR, _DONE, _ERROR = 0, 1, 2
 
@@ -94,6 +94,29 @@ class MotionStage(Stage):
     @property
     def enabled(self) -> bool:
         return self.backend != "none"
+
+    @property
+    def scores_in_encode(self) -> bool:
+        """A CPU flow backend scores each clip on the frames of its encode's decode (a frame tap
+        of the transcode stage): nothing decodes the clip again. RAFT, which wants a GPU and a
+        model loaded once, runs as its own stage on the encoded clips."""
+        return self.enabled and not is_raft(self.backend)
+
+    # -- as the transcode stage's frame tap (curate.video_stages.FrameTap) -------------------
+
+    def tap_short_side(self) -> int:
+        return self.size
+
+    def apply(self, row: dict, frames: np.ndarray) -> dict:
+        """Score one clip from its frames (gray, at its frame rate, short side ``size``)."""
+        if row.get("status", schema.STATUS_OK) != schema.STATUS_OK:
+            return row
+        try:
+            result = compute_motion(frames, self.flow, self.stride, self._batch)
+        except Exception as e:  # a clip that cannot be scored is a reject, never a crash
+            return _motion_reject(row, f"{type(e).__name__}: {e}")
+        row.update(result.record_fields())
+        return row
 
     @property
     def backend_name(self) -> str:
@@ -177,13 +200,7 @@ class MotionStage(Stage):
                 continue
             out[i].update(res.record_fields())
         for i, msg in errors.items():
-            row = out[i]
-            for c in schema.MOTION_COLUMNS:
-                row[c] = None
-            row["status"] = schema.STATUS_REJECTED
-            row["reject_stage"] = schema.STAGE_MOTION
-            row["reject_reason"] = schema.REASON_MOTION_FAILED
-            row["error_message"] = msg[:1000]
+            _motion_reject(out[i], msg)
         return out
 
     def _known_dims(self, row: dict) -> tuple[int | None, int | None]:
@@ -323,3 +340,13 @@ class MotionStage(Stage):
         for j in failed:
             stats[j] = []
         return stats, n_pairs, n_frames
+
+
+def _motion_reject(row: dict, message: str) -> dict:
+    for c in schema.MOTION_COLUMNS:
+        row[c] = None
+    row["status"] = schema.STATUS_REJECTED
+    row["reject_stage"] = schema.STAGE_MOTION
+    row["reject_reason"] = schema.REASON_MOTION_FAILED
+    row["error_message"] = message[:1000]
+    return row

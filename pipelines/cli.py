@@ -9,6 +9,8 @@ import logging
 import os
 import sys
 
+from curate.atomic import OutputFull
+from curate.output_lock import OutputBusy
 from pipelines.config import ConfigError, add_config_flags, build_config, load_yaml, overrides_from_args
 
 CURATE_EPILOG = """\
@@ -226,8 +228,6 @@ def parse_command(argv: list[str]):
 
 def _guard(fn) -> int:
     """Expected failures print one clear message, not a traceback."""
-    from curate.shards import OutputBusy, OutputFull
-
     try:
         return int(fn() or 0)
     except ConfigError as e:

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from curate import shards
+from curate import atomic, layout, output_lock, resume, shards
 from curate.ffmpeg import require_binaries
 from curate.manifest import dataset_counts, now, read_manifest, tool_versions, write_manifest
 from curate.version import KVID_VERSION
@@ -81,17 +81,17 @@ def _signals_ignored():
             signal.signal(s, h)
 
 
-def _disk_full(e: BaseException, out: str) -> shards.OutputFull | None:
+def _disk_full(e: BaseException, out: str) -> atomic.OutputFull | None:
     """The full-disk error behind ``e`` (raised here or in a Ray worker), if there is one."""
     seen = 0
     while e is not None and seen < 20:
         if getattr(e, "cause", None) is not None:  # a RayTaskError: look at the worker's exception
             e, seen = e.cause, seen + 1
             continue
-        if isinstance(e, shards.OutputFull):
-            return shards.OutputFull(e.errno, e.args[-1])
-        if shards.is_disk_full(e):
-            return shards.disk_full_error(out)
+        if isinstance(e, atomic.OutputFull):
+            return atomic.OutputFull(e.errno, e.args[-1])
+        if atomic.is_disk_full(e):
+            return atomic.disk_full_error(out)
         e = e.__cause__ or e.__context__
         seen += 1
     return None
@@ -116,7 +116,7 @@ def run_curate(cfg: CurateConfig, show_progress: bool | None = None) -> dict[str
     preflight(cfg)  # every missing model at once, before anything is written
 
     os.makedirs(out, exist_ok=True)
-    with shards.OutputLock(out, "kvid curate"):
+    with output_lock.OutputLock(out, "kvid curate"):
         return _run_locked(cfg, manifest, show_progress)
 
 
@@ -124,8 +124,8 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
     out = cfg.out
     t0 = time.monotonic()
     started = now()
-    state = shards.resume_state(out)
-    todo_file = os.path.join(out, shards.WORK_DIR, "todo.jsonl")
+    state = resume.resume_state(out)
+    todo_file = os.path.join(out, layout.WORK_DIR, "todo.jsonl")
     n_todo, n_done = write_todo(todo_file, cfg.inputs, state)
     if n_todo == 0 and n_done == 0:
         raise InputError(
@@ -134,12 +134,12 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
         )
     manifest = manifest or {"created": now(), "runs": []}
     manifest.update({"status": "running", "kvid_version": KVID_VERSION, "config": cfg.model_dump(), "versions": tool_versions()})
-    shards.ensure_layout(out)
+    layout.ensure_layout(out)
     write_manifest(out, manifest)
 
     settings = cfg.settings()
     writer = shards.ShardWriter(out, settings.shards, first_seq=state.next_seq)
-    ledger = shards.UnitLedger(state.done_units, state.partial_units)
+    ledger = resume.UnitLedger(state.done_units, state.partial_units)
     progress = CurateProgress(todo_file, n_todo, enabled=show_progress is not False)
     status = "failed"
     ray_start_s = 0.0
@@ -147,7 +147,7 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
         if n_todo:
             t_ray = time.monotonic()
             # Ray's core installs its own SIGTERM handler (it aborts): ours goes in after it.
-            with ray_session(cfg, os.path.join(out, shards.WORK_DIR)), _sigterm_as_interrupt():
+            with ray_session(cfg, os.path.join(out, layout.WORK_DIR)), _sigterm_as_interrupt():
                 ray_start_s = time.monotonic() - t_ray
                 stages = curate_stages(settings, out)
                 _write_all(build_dataset(stages, todo_file, current_cluster()), writer, ledger, state, progress)
@@ -175,7 +175,7 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
     return summary
 
 
-def _write_all(ds, writer: shards.ShardWriter, ledger: shards.UnitLedger, state: shards.ResumeState,
+def _write_all(ds, writer: shards.ShardWriter, ledger: resume.UnitLedger, state: resume.ResumeState,
                progress: CurateProgress) -> None:
     """Drain the dataset into the writer, each row once."""
     units_done = Counter(u.rsplit(":", 1)[0] for units in state.done_units_by_source.values() for u in units)

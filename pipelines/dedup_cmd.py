@@ -19,7 +19,7 @@ import hashlib
 import json
 from typing import Any
 
-from curate import shards
+from curate import versions
 from curate.dedup import DedupParams, find_duplicates, groups_of, mark_duplicate, signed_rows
 from pipelines import rows as R
 from pipelines.config import CurateConfig, keys_of
@@ -62,7 +62,7 @@ def mark_duplicates_op(row: dict[str, Any], duplicates: dict[str, str]) -> dict[
 def dedup_folder(out_dir: str, cfg: CurateConfig, dry_run: bool = False, show_progress: bool | None = None) -> dict:
     """Match every clip of ``out_dir``; unless ``dry_run``, publish a version without the
     duplicates. Returns a summary with the groups ({kept: [duplicates]})."""
-    shards.recover_publish(out_dir)
+    versions.recover_publish(out_dir)
     rows = signed_rows(out_dir)
     params = cfg.settings().dedup
     duplicates = find_duplicates(rows, params)

@@ -3,8 +3,9 @@
     todo.jsonl --plan (probe, split long videos)--> units
                --analyse (one decode: scenes, borders, per-scene statistics, filters)--> scenes
                --dedup (near copies of kept clips become rejects)--> scenes
-               --transcode (one ffmpeg per kept scene)--> clips
-               --motion (actor pool: GPU when there is one)--> scored clips
+               --transcode (one ffmpeg per group of kept scenes, one decode; motion
+                 scores with a CPU flow backend from that decode)--> clips
+               --motion (RAFT: actor pool, GPU when there is one)--> scored clips
                --caption prep (CPU) --> caption (actor pool)--> captioned clips
 
 Each stage says how it runs on the cluster (``Stage.placement``); the adapter
@@ -21,10 +22,11 @@ from pipelines.adapter import add_stage
 from pipelines.config import Settings
 
 
-def model_stages(settings: Settings) -> list[Stage]:
-    """Motion, then captioning: they run on kept clips only."""
+def model_stages(settings: Settings, motion_in_encode: bool = False) -> list[Stage]:
+    """Motion, then captioning: they run on kept clips only. ``motion_in_encode``: motion is
+    scored by the transcode stage (a CPU flow backend), not by a stage of its own."""
     stages: list[Stage] = []
-    if settings.motion.enabled:
+    if settings.motion.enabled and not motion_in_encode:
         stages.append(settings.motion)
     if settings.caption.enabled:
         stages += [settings.caption_frames.for_model(settings.caption.model), settings.caption]
@@ -36,7 +38,10 @@ def curate_stages(settings: Settings, out_dir: str) -> list[Stage]:
     analysis and the encode (never encoded), matched against the folder's clips too."""
     p = settings.curate
     dedup = [DedupStage.for_folder(out_dir, settings.dedup)] if settings.dedup.enabled else []
-    return [PlanStage(p), AnalyzeStage(p), *dedup, TranscodeStage(p), *model_stages(settings)]
+    # A CPU flow backend scores each clip on the frames its encode decodes anyway.
+    in_encode = settings.motion.scores_in_encode
+    transcode = TranscodeStage(p, frame_tap=settings.motion if in_encode else None)
+    return [PlanStage(p), AnalyzeStage(p), *dedup, transcode, *model_stages(settings, in_encode)]
 
 
 def add_stages(ds, stages: list[Stage], cluster: Cluster):

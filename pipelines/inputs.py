@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 
-from curate import remote, shards
+from curate import remote, resume
 
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -66,7 +66,7 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return sorted(set(iter_inputs(inputs)))
 
 
-def write_todo(path: str, inputs: list[str], state: shards.ResumeState) -> tuple[int, int]:
+def write_todo(path: str, inputs: list[str], state: resume.ResumeState) -> tuple[int, int]:
     """Stream the sources still to do into a JSON-lines file Ray reads back lazily.
     Returns (to do, already done). A source listed twice is done once.
 

@@ -14,8 +14,9 @@ import dataclasses
 import importlib.util
 import os
 
-from caption.backends import CaptionModelError, inspect_model
-from curate import shards
+from caption.errors import CaptionModelError
+from caption.model_files import inspect_model
+from curate import layout
 from curate.transitions import TransitionModelError, weights_path
 from motion.backends import MotionError
 from pipelines.config import ConfigError, CurateConfig, resume_problem
@@ -87,5 +88,5 @@ def require_kvid_folder(path: str) -> None:
         raise ConfigError(f"{path} is not a kvid folder (it does not exist): give {what}")
     if not os.path.isdir(path):
         raise ConfigError(f"{path} is not a kvid folder (it is a file): give {what}")
-    if not os.path.isfile(os.path.join(path, shards.MANIFEST)) or not os.path.isdir(os.path.join(path, shards.INDEX)):
-        raise ConfigError(f"{path} is not a kvid folder (no {shards.MANIFEST} and {shards.INDEX}/ in it): give {what}")
+    if not os.path.isfile(os.path.join(path, layout.MANIFEST)) or not os.path.isdir(os.path.join(path, layout.INDEX)):
+        raise ConfigError(f"{path} is not a kvid folder (no {layout.MANIFEST} and {layout.INDEX}/ in it): give {what}")

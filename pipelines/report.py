@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from curate import scene_filters, schema, shards
+from curate import atomic, layout, scene_filters, schema, shards
 from curate.ffmpeg import FFmpegError, run_ffmpeg, safe_input
 from curate.frames import as_file
 from curate.settings import Setting
@@ -137,7 +137,7 @@ def format_text(s: dict, out_dir: str) -> str:
 
 
 def read_manifest(out_dir: str) -> dict:
-    path = os.path.join(out_dir, shards.MANIFEST)
+    path = os.path.join(out_dir, layout.MANIFEST)
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as f:
@@ -211,7 +211,7 @@ def clip_file(out_dir: str, row: dict) -> str | None:
         return rel
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        shards.atomic_write_bytes(path, shards.read_clip_bytes(out_dir, row))
+        atomic.atomic_write_bytes(path, shards.read_clip_bytes(out_dir, row))
     except (OSError, TypeError):
         return None
     return rel
@@ -436,12 +436,12 @@ whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
 </body></html>"""
     path = os.path.join(out_dir, REPORT)
     # "replace": a file name that is not valid UTF-8 must not sink the page
-    shards.atomic_write_bytes(path, page.encode("utf-8", "replace"))
+    atomic.atomic_write_bytes(path, page.encode("utf-8", "replace"))
     return path
 
 
 def inspect_output(out_dir: str, html: bool = True, open_browser: bool = False, thumbs: int = 5) -> int:
-    if not os.path.isdir(os.path.join(out_dir, shards.INDEX)) and not os.path.exists(os.path.join(out_dir, shards.MANIFEST)):
+    if not os.path.isdir(os.path.join(out_dir, layout.INDEX)) and not os.path.exists(os.path.join(out_dir, layout.MANIFEST)):
         raise ConfigError(f"{out_dir} is not a kvid output folder (no index/ or manifest.json)")
     s = summarize(out_dir)
     print(format_text(s, out_dir))

@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from curate import shards
+from curate import atomic, layout, output_lock, resume, shards, versions
 from curate.manifest import dataset_counts, now, read_manifest, write_manifest
 from curate.stage import Cluster
 from pipelines import rows as R
@@ -33,7 +33,7 @@ _REWRITE_INFO = "rewrite.json"
 def read_part_op(row: dict[str, Any], out_dir: str) -> list[dict[str, Any]]:
     """All clips of one part with their video bytes (read straight from the tar)."""
     name = row["part"]
-    clips = shards.read_part(out_dir, name, shards.INDEX)
+    clips = shards.read_part(out_dir, name, layout.INDEX)
     out = []
     for rec in clips:
         mp4 = shards.read_clip_bytes(out_dir, rec)
@@ -74,21 +74,21 @@ def add_folder_flags(parser, prefix: str, keys: tuple[str, ...], required: tuple
 
 def _prepare_next(out_dir: str, what: dict) -> str:
     """OUT/.next for this rewrite: reused when it holds the same rewrite, else started over."""
-    nxt = shards.next_version_dir(out_dir)
+    nxt = versions.next_version_dir(out_dir)
     info_path = os.path.join(nxt, _REWRITE_INFO)
     if os.path.exists(info_path):
         with open(info_path, encoding="utf-8") as f:
             if json.load(f) != what:
                 shutil.rmtree(nxt)
-    shards.ensure_layout(nxt)
+    layout.ensure_layout(nxt)
     if not os.path.exists(info_path):
-        shards.atomic_write_json(info_path, what)
+        atomic.atomic_write_json(info_path, what)
     return nxt
 
 
 def rewrite(out_dir: str, cfg: CurateConfig, kind: str, *args, **kwargs) -> dict[str, Any]:
     """``_rewrite`` while holding the folder (one kvid command writes a folder at a time)."""
-    with shards.OutputLock(out_dir, f"kvid {kind}"):
+    with output_lock.OutputLock(out_dir, f"kvid {kind}"):
         return _rewrite(out_dir, cfg, kind, *args, **kwargs)
 
 
@@ -106,25 +106,25 @@ def _rewrite(
     only into the same settings); ``config_updates`` go into the manifest's config.
     Returns a summary."""
     t0 = time.monotonic()
-    shards.recover_publish(out_dir)
-    shards.remove_orphans(out_dir)
-    what = {"kind": kind, "settings": settings, "source_parts": shards.part_names(out_dir)}
+    versions.recover_publish(out_dir)
+    resume.remove_orphans(out_dir)
+    what = {"kind": kind, "settings": settings, "source_parts": versions.part_names(out_dir)}
     nxt = _prepare_next(out_dir, what)
-    shards.remove_orphans(nxt)
+    resume.remove_orphans(nxt)
     parts = what["source_parts"]
-    done = shards.finished_parts(nxt)
+    done = versions.finished_parts(nxt)
     todo = [p for p in parts if p not in done]
     counts: Counter = Counter()
 
     def finish_part(writer: shards.PartWriter) -> None:
         # Rejects the part already had stay with it.
-        for rec in shards.read_part(out_dir, writer.name, shards.REJECTS):
+        for rec in shards.read_part(out_dir, writer.name, layout.REJECTS):
             writer.add(rec, None)
         writer.commit(always_index=True)
         counts["clips"] += len(writer.clips)
         counts["parts"] += 1
 
-    expected = {p: len(shards.read_part(out_dir, p, shards.INDEX)) for p in todo}
+    expected = {p: len(shards.read_part(out_dir, p, layout.INDEX)) for p in todo}
     writers: dict[str, shards.PartWriter] = {}
     try:
         # Parts without clips need no model work.
@@ -132,12 +132,12 @@ def _rewrite(
             finish_part(shards.PartWriter(nxt, p))
         busy = [p for p in todo if expected[p] > 0]
         if busy:
-            with ray_session(cfg, os.path.join(out_dir, shards.WORK_DIR)) as ray:
+            with ray_session(cfg, os.path.join(out_dir, layout.WORK_DIR)) as ray:
                 ds = ray.data.from_items([{"part": p} for p in busy], override_num_blocks=len(busy))
                 ds = ds.flat_map(read_part_op, fn_kwargs={"out_dir": out_dir}, num_cpus=0.5)
                 ds = add_stages(ds, current_cluster())
                 seen: Counter = Counter()
-                part_of = {rec.clip_id: p for p in busy for rec in shards.read_part(out_dir, p, shards.INDEX)}
+                part_of = {rec.clip_id: p for p in busy for rec in shards.read_part(out_dir, p, layout.INDEX)}
                 total = sum(expected[p] for p in busy)
                 with tqdm(total=total, unit="clip", desc=kind, disable=True if show_progress is False else None) as bar:
                     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -154,7 +154,7 @@ def _rewrite(
     finally:
         for w in writers.values():
             w.abort()
-    archive = shards.publish_next(out_dir)
+    archive = versions.publish_next(out_dir)
     summary = {
         "kind": kind,
         "parts": len(parts),

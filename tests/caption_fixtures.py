@@ -2,7 +2,7 @@
 
 Clips are cut from the real videos in ../shared/data/videos (tests skip, with a reason,
 when that folder is absent) and re-encoded the way curate writes clips: 24 fps H.264,
-short side 128 px. Tiny models are built in code (caption.synthetic) and saved with
+short side 128 px. Tiny models are built in code (tests/random_vlm.py) and saved with
 save_pretrained, so ``load_backend(path)`` runs the real loading code. Both are built once
 per test session in a temp folder.
 """
@@ -96,7 +96,7 @@ def sample_clips() -> dict[str, Path]:
 
 @functools.cache
 def _tiny_model(family: str) -> str:
-    from caption.synthetic import save_random_model
+    from random_vlm import save_random_model
 
     return save_random_model(family, _workdir() / "models" / family, size="tiny", seed=0)
 

@@ -270,11 +270,11 @@ def save_text_encoder(pipe, folder: Path) -> Path:
 def make_fake_curated(root: Path, captions: dict[str, str | None], size: str = "96x64") -> Path:
     """A curated folder written the way `kvid curate` writes one (curate.shards): one part
     with a tar of <id>.mp4/.json/.txt and its index, clips made with ffmpeg testsrc."""
-    from curate import shards
+    from curate import layout, shards
     from curate.schema import ClipRecord
 
-    part = shards.PartWriter(str(root), shards.part_name(0))
-    shards.ensure_layout(str(root))
+    part = shards.PartWriter(str(root), layout.part_name(0))
+    layout.ensure_layout(str(root))
     w, h = (int(v) for v in size.split("x"))
     for k, (clip_id, caption) in enumerate(captions.items()):
         mp4 = root / f"{clip_id}.mp4"

@@ -11,8 +11,8 @@ from curate import synthetic
 from curate.borders import Crop
 from curate.ffmpeg import ffprobe_json
 from curate.probe import probe
-from curate.transcode import TranscodeParams, transcode_scene
-from curate.video_stages import CurateParams, analyze_work_unit, plan_source, transcode_record
+from curate.transcode import SceneCut, TranscodeParams, encode_scenes
+from curate.video_stages import CurateParams, analyze_work_unit, plan_source, transcode_group
 
 # (coded size, sample aspect, rotated): PAL and NTSC DVD at 16:9 and 4:3, HDV 1440x1080.
 CASES = [
@@ -60,7 +60,7 @@ def test_clip_is_square_pixels_at_display_aspect(sources, size, sar, rotated):
     info = probe(sources[(size, sar, rotated)])
     want = display_aspect(size, sar, rotated)
     assert info.display_aspect == pytest.approx(want, rel=1e-6)
-    clip = transcode_scene(info, 0.0, 0.5, Crop(0, 0, info.width, info.height), FAST)
+    clip = encode_scenes(info, [SceneCut(0.0, 0.5, Crop(0, 0, info.width, info.height))], FAST)[0]
     assert clip.width / clip.height == pytest.approx(want, rel=0.01)
     with open(os.path.join(os.path.dirname(sources[(size, sar, rotated)]), "out.mp4"), "wb") as f:
         f.write(clip.data)
@@ -86,7 +86,8 @@ def test_border_crop_in_source_pixels_then_square(tmp_path):
     assert rec.status == "ok", rec.reject_reason
     assert abs(rec.crop_w - 528) <= 4 and rec.crop_h == 480
     assert rec.width / rec.height == pytest.approx(4 / 3, rel=0.01)
-    data = transcode_record(rec, unit.info, params)
+    (clip,) = transcode_group([rec], unit.info, params)
+    data = clip.data
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(data)
     stream = output_stream(str(clip))

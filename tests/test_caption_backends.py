@@ -12,15 +12,11 @@ import time
 import pytest
 from caption_fixtures import enable_fake_num2words, sample_clips, tiny_model
 
-from caption import backends
-from caption.backends import (
-    FAMILIES,
-    CaptionBackendUnavailable,
-    CaptionModelError,
-    inspect_model,
-    load_backend,
-    vllm_available,
-)
+from caption import backends, model_files
+from caption.backends import load_backend, vllm_available
+from caption.errors import CaptionBackendUnavailable, CaptionModelError
+from caption.families import FAMILIES
+from caption.model_files import inspect_model
 from caption.prompts import get_template
 from caption.sampling import sample_frames
 
@@ -178,8 +174,8 @@ def test_missing_model_without_route_to_hub(monkeypatch):
     # No HF_HUB_OFFLINE, but the quick connection test fails: local files only, same error.
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(backends, "hub_reachable", lambda *a, **k: False)
-    assert backends.resolve_local_files_only("some-org/some-model") is True
+    monkeypatch.setattr(model_files, "hub_reachable", lambda *a, **k: False)
+    assert model_files.resolve_local_files_only("some-org/some-model") is True
     with pytest.raises(CaptionModelError, match="huggingface-cli download some-org/some-model"):
         inspect_model("some-org/some-model")
 
@@ -190,7 +186,7 @@ def test_missing_local_folder():
 
 
 def test_folder_without_weights(tmp_path):
-    from caption.synthetic import save_random_model
+    from random_vlm import save_random_model
 
     path = save_random_model("qwen2_5_vl", tmp_path / "noweights", weights=False)
     with pytest.raises(CaptionModelError, match="no weight files"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from caption_fixtures import CLIP_FRAMES, make_row, sample_clips, tiny_model
 
-from caption.backends import CaptionModelError
+from caption.errors import CaptionModelError
 from caption.prompts import PromptError, get_template, prompt_hash
 from caption.sampling import sample_frame_indices
 from caption.stage import FRAMES_KEY, FRAMES_META_KEY, CaptionPrepStage, CaptionStage, needs_caption

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from curate import shards
+from curate import layout, shards, versions
 from curate.schema import COLUMNS, MOTION_COLUMNS
 from pipelines.cli import main
 from pipelines.config import build_config
@@ -93,16 +93,16 @@ def test_killed_recompute_leaves_the_old_index_intact(scored, tmp_path, ray_loca
     driver_dies_after_one_part()
     assert {p.name: p.read_bytes() for p in (out / "index").iterdir()} == old_files
     assert not (out / "versions").exists()
-    done_before = shards.finished_parts(str(out / shards.NEXT))
+    done_before = versions.finished_parts(str(out / layout.NEXT))
     assert len(done_before) == 1 and len(old_files) > 1
     summary = rewrite(str(out), cfg, "motion", settings, stages, show_progress=False)
     assert summary["parts_already_done"] == 1 and summary["parts_rewritten"] == summary["parts"] - 1
     assert {r["motion_score"] for r in index_by_id(out).values()} == {42.0}
-    assert not (out / shards.NEXT).exists()
+    assert not (out / layout.NEXT).exists()
 
 
 def test_recaption_with_a_tiny_model(scored, tmp_path):
-    from caption.synthetic import save_random_model
+    from random_vlm import save_random_model
 
     out = tmp_path / "out"
     shutil.copytree(scored, out)

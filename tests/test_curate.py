@@ -12,8 +12,8 @@ from curate.borders import BorderParams, Crop, detect_crop, frame_profile
 from curate.ffmpeg import ffprobe_json
 from curate.frames import as_file, read_frames, scaled_size
 from curate.probe import ProbeError, probe
-from curate.transcode import TranscodeParams, output_size, transcode_scene
-from curate.video_stages import CurateParams, analyze_work_unit, plan_source, transcode_record
+from curate.transcode import SceneCut, TranscodeParams, encode_scenes, output_size
+from curate.video_stages import CurateParams, analyze_work_unit, plan_source, transcode_group
 
 
 def analyze(path, **kw):
@@ -271,7 +271,8 @@ def _stream_of(data: bytes) -> dict:
 
 def test_transcode_is_24fps_capped_and_counted(synth):
     info = probe(str(synth["big.mp4"]))
-    clip = transcode_scene(info, 0.0, info.duration_s, Crop(0, 0, info.width, info.height), TranscodeParams())
+    whole = SceneCut(0.0, info.duration_s, Crop(0, 0, info.width, info.height))
+    (clip,) = encode_scenes(info, [whole], TranscodeParams())
     s = _stream_of(clip.data)
     assert s["r_frame_rate"] == "24/1" and s["codec_name"] == "h264" and s["pix_fmt"] == "yuv420p"
     assert (s["width"], s["height"]) == (1440, 1080)
@@ -283,7 +284,8 @@ def test_transcode_crops_the_letterbox(synth):
     params = CurateParams()
     (unit,), _ = plan_source(str(synth["letterbox.mp4"]), params)
     (rec,) = analyze_work_unit(unit, params)
-    data = transcode_record(rec, unit.info, params)
+    (clip,) = transcode_group([rec], unit.info, params)
+    data = clip.data
     frames = read_frames(data)
     assert frames.shape[1:3] == (rec.height, rec.width)
     assert abs(rec.height - 520) <= 2 and rec.width == 1280
@@ -298,7 +300,8 @@ def test_cut_starts_on_the_exact_frame(shared_videos):
     path = str(shared_videos / "counter.mp4")
     info = probe(path)
     src = read_frames(path, short_side=135).astype(np.float32)
-    clip = transcode_scene(info, 10 / info.fps, 20 / info.fps, Crop(0, 0, info.width, info.height), TranscodeParams())
+    (clip,) = encode_scenes(info, [SceneCut(10 / info.fps, 20 / info.fps, Crop(0, 0, info.width, info.height))],
+                            TranscodeParams())
     first = read_frames(clip.data, short_side=135, max_frames=1)[0].astype(np.float32)
     errors = [np.abs(first - src[i]).mean() for i in range(len(src))]
     assert int(np.argmin(errors)) == 10
@@ -308,7 +311,7 @@ def test_cut_starts_on_the_exact_frame(shared_videos):
 def test_rotated_source_comes_out_upright(shared_videos):
     path = str(shared_videos / "issue-134-rotate.mp4")
     info = probe(path)
-    clip = transcode_scene(info, 0.0, 2.0, Crop(0, 0, info.width, info.height), TranscodeParams())
+    clip = encode_scenes(info, [SceneCut(0.0, 2.0, Crop(0, 0, info.width, info.height))], TranscodeParams())[0]
     assert (clip.width, clip.height) == (544, 1280)
     with as_file(clip.data) as p:
         stream = ffprobe_json(p, ["-show_streams"])["streams"][0]

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from dedup_fixtures import copy_variants
 
-from curate import shards
+from curate import layout, shards, versions
 from pipelines.cli import main
 from pipelines.config import build_config
 from pipelines.curate import run_curate
@@ -124,7 +124,7 @@ def test_killed_dedup_leaves_the_current_version_intact(plain_run, tmp_path, ray
     driver_dies_after_one_part()  # the resume below runs with a live driver
     assert {p.name: p.read_bytes() for p in (out / "index").iterdir()} == old
     assert not (out / "versions").exists() and not shards.read_rejects(str(out)).num_rows
-    done = shards.finished_parts(str(out / shards.NEXT))
+    done = versions.finished_parts(str(out / layout.NEXT))
     assert len(done) == 1 and len(old) > 1
     # The same command resumes into the same new version.
     assert main(["dedup", str(out), "-q"]) == 0

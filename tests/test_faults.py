@@ -14,13 +14,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
+from local_cluster import LocalCluster, hostile_corpus, kill, processes
 
 from curate import schema, shards, synthetic
 from curate.analyze import AnalysisError, AnalysisParams, FrameClock, analyze_unit
 from curate.probe import ProbeError, probe
 from pipelines.config import build_config
 from pipelines.curate import run_curate
-from pipelines.testing import LocalCluster, hostile_corpus, kill, processes
 
 OFFLINE = ["--motion-backend", "none", "--caption-model", "none"]
 

@@ -83,7 +83,7 @@ def test_gpu_bench_code_imports_without_the_hidden_packages(gpu_machine_env):
     # Everything bench/gpu.sh runs, imported where Ray, PySceneDetect, pydantic and ffmpeg are
     # missing (the full run is the slow test below).
     code = ("import importlib.util, pathlib\n"
-            "import motion, motion.raft, motion.stage, caption.backends, caption.synthetic, generate.pipeline\n"
+            "import motion, motion.raft, motion.stage, caption.backends, generate.pipeline\n"
             "for name in ('motion', 'caption', 'generate', 'gpu_parts'):\n"
             f"    path = pathlib.Path({str(ROOT)!r}) / 'bench' / f'{{name}}.py'\n"
             "    spec = importlib.util.spec_from_file_location(f'kvid_bench_{name}', path)\n"

@@ -14,9 +14,6 @@ from motion import MotionError, compute_motion, get_backend, num_pairs, score_vi
 
 SPEEDS = (0, 1, 2, 4, 8)
 FRAMES = 9  # 8 pairs per video
-REAL_VIDEO = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "videos", "counter.mp4")
-if not os.path.exists(REAL_VIDEO):
-    REAL_VIDEO = "/work/shared/data/videos/counter.mp4"
 
 
 @pytest.fixture(scope="module")
@@ -215,14 +212,14 @@ def test_backend_registry_and_options():
     assert abs(float(np.median(f[..., 0])) - 1) < 0.1 and abs(float(np.median(f[..., 1]))) < 0.1
 
 
-@pytest.mark.skipif(not os.path.exists(REAL_VIDEO), reason="shared test videos not present")
-def test_real_video_resampled_to_24fps_with_stride():
+def test_real_video_resampled_to_24fps_with_stride(shared_videos):
     from curate.probe import probe
 
+    real_video = str(shared_videos / "counter.mp4")
     # counter.mp4: 1920x1080 at 10 fps, 30 frames (3 s) -> 72 frames at 24 fps.
-    info = probe(REAL_VIDEO)
+    info = probe(real_video)
     expected_frames = round(info.duration_s * 24)
-    r = score_video(REAL_VIDEO, get_backend("dis", preset="ultrafast"), size=128, stride=8)
+    r = score_video(real_video, get_backend("dis", preset="ultrafast"), size=128, stride=8)
     assert abs(r.num_frames - expected_frames) <= 1
     assert r.num_pairs == math.ceil((r.num_frames - 1) / 8) == len(r.pair_scores)
     assert r.size == 128

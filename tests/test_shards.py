@@ -9,7 +9,7 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
-from curate import shards
+from curate import resume, shards
 from curate.schema import ClipRecord
 
 
@@ -44,7 +44,7 @@ def test_parts_commit_atomically_and_offsets_point_at_the_video(tmp_path):
 
 
 def test_ledger_admits_each_row_once_and_forgets_finished_units():
-    ledger = shards.UnitLedger(done_units={"done:0"}, partial_units={"a:0": {"clip0000"}})
+    ledger = resume.UnitLedger(done_units={"done:0"}, partial_units={"a:0": {"clip0000"}})
     assert ledger.admit(rec(9, "done:0", 1)) == (False, False)  # unit finished in an earlier run
     assert ledger.admit(rec(0, "a:0", 3)) == (False, False)  # committed in an earlier run
     assert ledger.admit(rec(1, "a:0", 3)) == (True, False)
@@ -65,7 +65,7 @@ def test_resume_state_counts_units_and_removes_orphans(tmp_path):
     with tarfile.open(orphan, "w"):
         pass
     (tmp_path / "index" / ".shard-000100.parquet.tmp-1").write_bytes(b"half")
-    state = shards.resume_state(str(tmp_path))
+    state = resume.resume_state(str(tmp_path))
     assert not orphan.exists() and not (tmp_path / "index" / ".shard-000100.parquet.tmp-1").exists()
     assert state.orphans_removed == 1
     assert state.done_units == {"a:0"}

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 from terminal import ROOT, Terminal, kvid, kvid_env
 
-from curate import schema, shards, synthetic
+from curate import output_lock, schema, shards, synthetic
 from pipelines.config import build_config
 from pipelines.curate import run_curate
 
@@ -121,11 +121,11 @@ def test_a_second_driver_on_one_folder_is_refused_and_a_dead_ones_lock_is_taken_
         "import sys, time; from curate.shards import OutputLock; OutputLock(sys.argv[1], 'kvid curate').acquire(); "
         "print('held', flush=True); time.sleep(600)"), str(out)], stdout=subprocess.PIPE, text=True, env=kvid_env())
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(shards.OutputBusy):
-        shards.OutputLock(str(out), "test").acquire()
+    with pytest.raises(output_lock.OutputBusy):
+        output_lock.OutputLock(str(out), "test").acquire()
     holder.kill()
     holder.wait()
-    shards.OutputLock(str(out), "test").acquire().release()
+    output_lock.OutputLock(str(out), "test").acquire().release()
 
 
 def _mount_tmpfs(path, size_bytes: int) -> bool:

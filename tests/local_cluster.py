@@ -1,7 +1,7 @@
 """Test-only builders, in one clearly named place: a real multi-node Ray cluster on this
 machine (for fault tests and the scale bench) and a hostile input corpus with known outcomes.
 
-Nothing in kvid's commands imports this module.
+Nothing in kvid's packages imports this module; bench/scale.py puts tests/ on its path for it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Random-weight caption models built in code: tests (tiny) and the GPU bench (full size).
+"""Random-weight caption models built in code: tests (tiny) and the GPU bench (full size),
+which puts tests/ on its path for this module.
 
 Nothing here downloads. A model is a transformers config written in code, a byte-level
 tokenizer built from an in-memory vocabulary (every byte is a token, so any prompt
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# Families that have a random builder (the names match caption.backends.FAMILIES).
+# Families that have a random builder (the names match caption.families.FAMILIES).
 SYNTHETIC_FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava_next_video", "llava_onevision", "smolvlm")
 SIZES = ("tiny", "full")
 
@@ -258,7 +259,7 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
 
 def build_processor(family: str, tokenizer, config, size: str = "tiny"):
     """The family's processor (image + video processors from kwargs, our chat template)."""
-    from caption.backends import FAMILIES
+    from caption.families import FAMILIES
 
     template = FAMILIES[family].chat_template
     full = size == "full"
@@ -331,7 +332,7 @@ def build_random_model(family: str, size: str = "tiny", *, device=None, dtype=No
     import torch
     import transformers
 
-    from caption.backends import FAMILIES
+    from caption.families import FAMILIES
 
     tokenizer = build_tokenizer(family)
     config = build_config(family, tokenizer, size)
