@@ -39,6 +39,7 @@ from .interpolation import InterpolationUNet3D
 from .loading import PipelineLoadingMixin
 from .motion_levels import MotionLevels, load_motion_levels, resolve_motion
 from .movq import MoVQ
+from .params import DEFAULTS
 from .placement import PipelinePlacementMixin
 from .scheduler import DDPMScheduler
 from .text_encoder import KandinskyTextEncoder, PromptEmbeds, TextEncoderConfig
@@ -410,27 +411,28 @@ class KandinskyVideoPipeline(PipelineLoadingMixin, PipelinePlacementMixin):
     def __call__(
         self,
         prompt: str | None = None,
-        negative_prompt: str | None = None,
+        negative_prompt: str | None = DEFAULTS.negative_prompt,
         image: Image.Image | np.ndarray | str | os.PathLike | None = None,
-        width: int = 512,
-        height: int = 512,
-        fps: str = "low",
-        motion: str | float = "medium",
-        key_frame_guidance_scale: float = 5.0,
-        guidance_weight_prompt: float = 5.0,
-        guidance_weight_image: float = 2.0,
-        interpolation_guidance_scale: float = 0.5,
-        noise_augmentation: int = 20,
-        num_inference_steps: int = 50,
-        interpolation_steps: int = 10,
-        seed: int | None = None,
+        width: int = DEFAULTS.width,
+        height: int = DEFAULTS.height,
+        fps: str = DEFAULTS.fps,
+        motion: str | float = DEFAULTS.motion,
+        key_frame_guidance_scale: float = DEFAULTS.key_frame_guidance_scale,
+        guidance_weight_prompt: float = DEFAULTS.guidance_weight_prompt,
+        guidance_weight_image: float = DEFAULTS.guidance_weight_image,
+        interpolation_guidance_scale: float = DEFAULTS.interpolation_guidance_scale,
+        noise_augmentation: int = DEFAULTS.noise_augmentation,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        interpolation_steps: int = DEFAULTS.interpolation_steps,
+        seed: int | None = DEFAULTS.seed,
         generator: torch.Generator | None = None,
         motion_levels: str | os.PathLike | MotionLevels | None = None,
         prompt_embeds: PromptEmbeds | None = None,
         negative_prompt_embeds: PromptEmbeds | None = None,
         progress: bool = True,
     ) -> VideoOutput:
-        """Generate a 5.5 s video. See the module docstring for the stages.
+        """Generate a 5.5 s video. See the module docstring for the stages; the parameters with
+        their defaults and help are :class:`generate.params.GenerationParams`.
 
         ``image`` (image-to-video) replaces the generated first frame. ``motion`` is a level name
         (through ``motion_levels``: a ``motion_levels.json`` or its folder; default: the pipeline's,
