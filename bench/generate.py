@@ -35,6 +35,7 @@ from generate import KandinskyVideoPipeline, num_video_frames  # noqa: E402
 from generate.config import FPS_PRESETS, dtype_name, parse_dtype  # noqa: E402
 from generate.interpolation import InterpolationUNet3D  # noqa: E402
 from generate.movq import MoVQ  # noqa: E402
+from generate.params import DEFAULTS  # noqa: E402
 from generate.unet import KandinskyUNet3D  # noqa: E402
 
 PUBLISHED_ANCHOR_S = {"medium": 60.0, "high": 90.0}
@@ -73,8 +74,8 @@ def _count_flops(module_cls, config, *args, **kwargs) -> int:
     return int(counter.get_total_flops())
 
 
-def unet_flops(pipe: KandinskyVideoPipeline, fps: str, width: int, height: int, steps: int, isteps: int,
-               branches: dict[str, int], ctx_len: int) -> dict[str, float]:
+def unet_flops(pipe: KandinskyVideoPipeline, fps: str, width: int, height: int, num_inference_steps: int,
+               interpolation_steps: int, branches: dict[str, int], ctx_len: int) -> dict[str, float]:
     """FLOPs of all U-Net evaluations of one video, per stage (guidance branches as configured)."""
     cfg = pipe.config
     f = cfg.movq.downsample_factor
@@ -85,18 +86,18 @@ def unet_flops(pipe: KandinskyVideoPipeline, fps: str, width: int, height: int, 
     nb = branches["first_frame"]
     x = torch.empty(nb, cfg.unet.num_channels, 2 * h, 2 * w)
     ctx, mask = torch.empty(nb, ctx_len, ctx_dim), torch.ones(nb, ctx_len, dtype=torch.bool)
-    out["first_frame"] = steps * count_flops(KandinskyUNet3D, cfg.unet, x, 0.0, ctx, mask)
+    out["first_frame"] = num_inference_steps * count_flops(KandinskyUNet3D, cfg.unet, x, 0.0, ctx, mask)
     nb = branches["keyframes"]
     x = torch.empty(nb * T, cfg.unet.num_channels, h, w)
     ctx, mask = torch.empty(nb, ctx_len, ctx_dim), torch.ones(nb, ctx_len, dtype=torch.bool)
-    out["keyframes"] = steps * count_flops(KandinskyUNet3D, cfg.unet, x, 0.0, ctx, mask, num_frames=T,
-                                           motion_score=1.0, noise_level=20.0)
+    out["keyframes"] = num_inference_steps * count_flops(KandinskyUNet3D, cfg.unet, x, 0.0, ctx, mask, num_frames=T,
+                                                         motion_score=1.0, noise_level=20.0)
     n = T
     for k, _skip in enumerate(FPS_PRESETS[fps]):
         groups, nb = n - 1, branches["interpolation"]
         x = torch.empty(nb * groups, cfg.interpolation_unet.num_channels, h, w)
         ctx, mask = torch.empty(nb, ctx_len, ctx_dim), torch.ones(nb, ctx_len, dtype=torch.bool)
-        out[f"interpolation_{k + 1}"] = isteps * count_flops(
+        out[f"interpolation_{k + 1}"] = interpolation_steps * count_flops(
             InterpolationUNet3D, cfg.interpolation_unet, x, 0.0, ctx, mask, num_groups=groups,
             temporal_mask=torch.ones(nb * groups))
         n = 4 * n - 3
@@ -131,7 +132,8 @@ def reset_peak(device: torch.device) -> None:
 def run_video(pipe, embeds, fps, args) -> dict:
     t0 = time.perf_counter()
     out = pipe(prompt_embeds=embeds, width=args.width, height=args.height, fps=fps, motion="medium",
-               num_inference_steps=args.steps, interpolation_steps=args.interp_steps, seed=0, progress=False)
+               num_inference_steps=args.num_inference_steps, interpolation_steps=args.interpolation_steps, seed=0,
+               progress=False)
     seconds = time.perf_counter() - t0
     assert out.num_frames == num_video_frames(fps)
     return {"seconds": seconds, "stages": {k: v["seconds"] for k, v in out.info["stages"].items()}}
@@ -152,8 +154,13 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=None, help="default 64 (tiny) / 512 (full)")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--fps", nargs="+", choices=list(FPS_PRESETS), default=list(FPS_PRESETS))
-    p.add_argument("--steps", type=int, default=50, help="first frame and keyframe steps (official: 50)")
-    p.add_argument("--interp-steps", type=int, default=10, help="interpolation steps (official: 10)")
+    p.add_argument("--num-inference-steps", type=int, default=DEFAULTS.num_inference_steps, metavar="N",
+                   help="first frame and keyframe steps (default: the official %(default)s)")
+    p.add_argument("--interpolation-steps", type=int, default=DEFAULTS.interpolation_steps, metavar="N",
+                   help="interpolation steps (default: the official %(default)s)")
+    # their old names (bench/gpu.sh)
+    p.add_argument("--steps", type=int, dest="num_inference_steps", help=argparse.SUPPRESS)
+    p.add_argument("--interp-steps", type=int, dest="interpolation_steps", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=1, help="timed runs per preset (after one warm-up run)")
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--baseline", choices=["none", "low", "all"], default=None,
@@ -208,8 +215,9 @@ def main(argv=None) -> int:
     env = {
         "size": args.size, "device": str(device), "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda" else platform.processor() or platform.machine(),
-        "dtype": dtype_name(dtype), "width": args.width, "height": args.height, "steps": args.steps,
-        "interp_steps": args.interp_steps, "compile": args.compile, "offload": args.offload,
+        "dtype": dtype_name(dtype), "width": args.width, "height": args.height,
+        "num_inference_steps": args.num_inference_steps, "interpolation_steps": args.interpolation_steps,
+        "compile": args.compile, "offload": args.offload,
         "decode_chunk_size": args.decode_chunk_size, "peak_tflops": args.peak_tflops,
         "baseline": "eager fp32, guidance branches one at a time" if baseline != "none" else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "build_seconds": build_s,
@@ -229,7 +237,8 @@ def main(argv=None) -> int:
         reset_peak(device)
         m = measure(pipe, embeds, fps, args, args.repeats)
         peak, peak_kind = peak_memory_gib(device)
-        fl = unet_flops(pipe, fps, args.width, args.height, args.steps, args.interp_steps, branches(), ctx_len)
+        fl = unet_flops(pipe, fps, args.width, args.height, args.num_inference_steps, args.interpolation_steps, branches(),
+                        ctx_len)
         denoise_s = sum(v for k, v in m["stages"].items() if k in fl)
         unet_tflop = sum(fl.values()) / 1e12
         achieved = unet_tflop / denoise_s if denoise_s > 0 else float("nan")
@@ -251,12 +260,12 @@ def main(argv=None) -> int:
     if args.profile:
         from bench.gpu_parts import profile_top_kernels
 
-        short = argparse.Namespace(**{**vars(args), "steps": min(args.steps, 3),
-                                      "interp_steps": min(args.interp_steps, 2)})
+        short = argparse.Namespace(**{**vars(args), "num_inference_steps": min(args.num_inference_steps, 3),
+                                      "interpolation_steps": min(args.interpolation_steps, 2)})
         run_video(pipe, embeds, args.fps[0], short)  # warm-up at these step counts
         profile_top_kernels(lambda: run_video(pipe, embeds, args.fps[0], short), str(device), args.profile,
                             f"generate {args.size} {dtype_name(dtype)} {args.width}x{args.height} fps {args.fps[0]}, "
-                            f"{short.steps} + {short.interp_steps} steps, compile={args.compile}: one video")
+                            f"{short.num_inference_steps} + {short.interpolation_steps} steps, compile={args.compile}: one video")
 
     if baseline != "none":
         pipe.to(dtype=torch.float32)
@@ -286,7 +295,8 @@ def main(argv=None) -> int:
 
 def print_table(env: dict, results: list[dict]) -> None:
     print(f"kvid generate bench: size={env['size']} device={env['device']} ({env['device_name']}) dtype={env['dtype']} "
-          f"{env['width']}x{env['height']} steps={env['steps']}/{env['interp_steps']} compile={env['compile']} "
+          f"{env['width']}x{env['height']} steps={env['num_inference_steps']}/{env['interpolation_steps']} "
+          f"compile={env['compile']} "
           f"torch={env['torch']} threads={env['threads']}")
     print("params: " + ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in env["params"].items()))
     head = (f"{'fps':<7}{'frames':>7}{'s/video':>9}{'text':>7}{'first':>8}{'keyfr':>8}{'interp':>8}{'decode':>8}"

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from generate import KandinskyVideoPipeline  # noqa: E402
 from generate.config import parse_dtype  # noqa: E402
+from generate.loading import _materialize_random_  # noqa: E402
 from generate.movq import MoVQ, MoVQConfig  # noqa: E402
-from generate.pipeline import _materialize_random_  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "kv11_parity"
 

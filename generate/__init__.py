@@ -24,10 +24,11 @@ from .config import FPS_PRESETS, NUM_KEYFRAMES, VIDEO_SECONDS, PipelineConfig, n
 from .interpolation import InterpolationUNet3D, InterpolationUNetConfig
 from .motion_levels import OFFICIAL_MOTION_LEVELS, MotionLevels, load_motion_levels, resolve_motion
 from .movq import MoVQ, MoVQConfig
-from .pipeline import KandinskyVideoPipeline, VideoOutput, get_T2V_pipeline, load_pipeline, prepare_image
+from .pipeline import KandinskyVideoPipeline, get_T2V_pipeline, load_pipeline
 from .scheduler import DDPMScheduler, DDPMSchedulerConfig
 from .text_encoder import KandinskyTextEncoder, MissingWeightsError, PromptEmbeds, TextEncoderConfig
 from .unet import KandinskyUNet3D, UNet3DConfig
+from .video_io import VideoOutput, prepare_image
 
 __all__ = [
     "__version__",

@@ -9,6 +9,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
+
+from .jobs import JobParams, expand_jobs, load_config, run_config
+
+# What the help shows for a parameter whose default is None (its help says what None means).
+EXAMPLES = {"seed": 0, "negative_prompt": "blurry, low quality", "motion_levels": "/data/curated"}
+
+
+def _yaml(value: Any) -> str:
+    return f"[{', '.join(map(str, value))}]" if isinstance(value, list) else str(value)
+
+
+def defaults_block() -> str:
+    """The ``defaults:`` lines of the job file's help, one per job parameter, from the job model."""
+    lines = []
+    for key, f in JobParams.model_fields.items():
+        default = f.get_default(call_default_factory=True)
+        text = f"    {key}: {_yaml(EXAMPLES[key] if default is None else default)}"
+        lines.append(f"{text:<40}# {f.description}" if len(text) < 40 else f"{text}  # {f.description}")
+    return "\n".join(lines) + "\n"
+
 
 EPILOG = """\
 job file (YAML, read with yaml.safe_load; relative paths are relative to the file):
@@ -25,20 +46,7 @@ job file (YAML, read with yaml.safe_load; relative paths are relative to the fil
   dtype: auto                           # U-Nets + text encoder: auto (bf16 CUDA, fp32 CPU) | bf16 | fp16 | fp32
   offload: auto                         # auto | none | text_encoder | model
   defaults:                             # the values shown are the defaults; any job may override
-    width: 512                          # multiples of 64 (random:tiny: 64 unless set)
-    height: 512
-    fps: low                            # low = 12 frames, medium = 45, high = 177; all 5.5 s
-    motion: medium                      # low | medium | high | a number (motion score)
-    key_frame_guidance_scale: 5.0       # first frame (text-to-image) guidance
-    guidance_weight_prompt: 5.0         # keyframes: text guidance
-    guidance_weight_image: 2.0          # keyframes: first-frame guidance
-    interpolation_guidance_scale: 0.5
-    noise_augmentation: 20
-    steps: 50                           # first frame and keyframes
-    interpolation_steps: 10
-    seed: 0                             # default: random, written to the json
-    negative_prompt: blurry, low quality  # default: none
-    formats: [mp4]                      # or [mp4, gif]
+""" + defaults_block() + """\
   jobs:
     - name: car                         # text-to-video
       prompt: a red car driving along the beach at sunset
@@ -79,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the U-Nets and decoder")
     parser.add_argument("--decode-chunk-size", type=int, metavar="N", help="frames per video-decoder chunk")
     parser.add_argument("--seed", type=int, help="seed for every job (overrides the file)")
-    parser.add_argument("--steps", type=int, help="first-frame / keyframe steps for every job")
+    parser.add_argument("--num-inference-steps", type=int, metavar="N", help="first-frame / keyframe steps for every job")
+    parser.add_argument("--steps", type=int, dest="num_inference_steps", help=argparse.SUPPRESS)  # its old name
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these job names")
     parser.add_argument("--skip-existing", action="store_true", help="skip jobs whose <name>.json exists")
     parser.add_argument("--dry-run", action="store_true", help="validate, list the expanded jobs and exit")
@@ -89,8 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``kvid generate``; returns the exit code."""
-    from .jobs import expand_jobs, load_config, run_config
-
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO, format="%(message)s")
     try:
         cfg, base = load_config(args.config)
@@ -109,11 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 if v and not v.startswith("random:") and Path(v).exists():
                     overrides[k] = str(Path(v).resolve())
             cfg = cfg.model_copy(update=overrides)
-        params = {}
-        if args.seed is not None:
-            params["seed"] = args.seed
-        if args.steps is not None:
-            params["steps"] = args.steps
+        params = {k: getattr(args, k) for k in ("seed", "num_inference_steps") if getattr(args, k) is not None}
         if params:
             cfg.defaults = cfg.defaults.model_copy(update=params)
             for job in cfg.jobs:

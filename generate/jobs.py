@@ -39,10 +39,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from curate.settings import Setting
+
+from .params import GENERATION_SETTINGS
 
 log = logging.getLogger("kvid.generate")
 
@@ -56,34 +60,56 @@ def safe_name(name: str) -> str:
     return cleaned[:120]
 
 
-class JobParams(BaseModel):
-    """Generation parameters (the ``defaults`` block; every job may override any of them)."""
+# Old spellings of YAML keys, still read: old -> the name now (one line of warning each time).
+RENAMED_KEYS = {"steps": "num_inference_steps"}
+
+
+def _accept_renamed(data: Any) -> Any:
+    if not isinstance(data, dict):
+        return data
+    for old, new in RENAMED_KEYS.items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"`{old}` is the old name of `{new}`: give `{new}` only")
+            log.warning("kvid generate: `%s:` is deprecated, write `%s:` (same meaning)", old, new)
+            data = {(new if k == old else k): v for k, v in data.items()}
+    return data
+
+
+class _Params(BaseModel):
+    """Both kinds of parameter blocks: unknown keys refused, renamed keys read."""
 
     model_config = ConfigDict(extra="forbid")
 
-    negative_prompt: str | None = None
-    width: int = Field(512, gt=0)
-    height: int = Field(512, gt=0)
-    fps: Literal["low", "medium", "high"] = "low"
-    motion: str | float = "medium"
-    key_frame_guidance_scale: float = 5.0
-    guidance_weight_prompt: float = 5.0
-    guidance_weight_image: float = 2.0
-    interpolation_guidance_scale: float = 0.5
-    noise_augmentation: int = Field(20, ge=0, lt=1000)
-    steps: int = Field(50, ge=1, le=1000)
-    interpolation_steps: int = Field(10, ge=1, le=1000)
-    seed: int | None = Field(None, ge=0)
-    formats: list[Literal["mp4", "gif"]] = Field(default_factory=lambda: ["mp4"])
-    motion_levels: str | None = None
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return _accept_renamed(data)
 
-    @field_validator("motion")
+
+class _JobParamsBase(_Params):
+    @field_validator("motion", check_fields=False)
     @classmethod
     def _motion(cls, v: str | float) -> str | float:
         if isinstance(v, bool):
             raise ValueError("motion must be a level name or a number")
         return v
 
+
+def _field(s: Setting) -> tuple[Any, Any]:
+    """A generation setting as a pydantic field: its type (its choices as a Literal), default, help, bounds."""
+    annotation = Literal[s.info.choices] if s.info.choices else s.type  # type: ignore[valid-type]
+    return annotation, Field(s.default, description=s.info.help, **s.info.bounds)
+
+
+# Generation parameters (the ``defaults`` block; every job may override any of them): those of
+# generate/params.py, where their defaults live, plus what a job writes and its motion levels.
+JobParams = create_model(  # type: ignore[call-overload]
+    "JobParams", __base__=_JobParamsBase, __module__=__name__,
+    **{s.key: _field(s) for s in GENERATION_SETTINGS},
+    formats=(list[Literal["mp4", "gif"]], Field(default_factory=lambda: ["mp4"], description="or [mp4, gif]")),
+    motion_levels=(str | None, Field(None, description="default: the top-level motion_levels")),
+)
 
 _PARAM_FIELDS = set(JobParams.model_fields)
 
@@ -105,33 +131,17 @@ class IndexSource(BaseModel):
     first_frame: bool = True  # image-to-video from the clip's first frame; False: text-to-video
 
 
-class Job(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _JobBase(_Params):
+    """What a job is made from; ``Job`` adds the overrides."""
 
     name: str | None = None
     prompt: str | None = None
     image: str | None = None
     index: IndexSource | str | None = None
     limit: int | None = Field(None, ge=1)  # shorthand for index.limit
-    # per-job overrides of JobParams (validated after merging with the defaults)
-    negative_prompt: str | None = None
-    width: int | None = None
-    height: int | None = None
-    fps: str | None = None
-    motion: str | float | None = None
-    key_frame_guidance_scale: float | None = None
-    guidance_weight_prompt: float | None = None
-    guidance_weight_image: float | None = None
-    interpolation_guidance_scale: float | None = None
-    noise_augmentation: int | None = None
-    steps: int | None = None
-    interpolation_steps: int | None = None
-    seed: int | None = None
-    formats: list[str] | None = None
-    motion_levels: str | None = None
 
     @model_validator(mode="after")
-    def _source(self) -> Job:
+    def _source(self) -> _JobBase:
         if self.index is None and not self.prompt:
             raise ValueError("a job needs a prompt (text-to-video), an image + prompt (image-to-video) or an index")
         if self.index is not None and self.image is not None:
@@ -146,6 +156,23 @@ class Job(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k in _PARAM_FIELDS}
+
+
+def _override_type(annotation: Any) -> Any:
+    """The type of a per-job override: choices are checked once merged with the defaults, where
+    the error names the job."""
+    if get_origin(annotation) is Literal:
+        return str
+    if get_origin(annotation) is list:
+        return list[_override_type(get_args(annotation)[0])]
+    return annotation
+
+
+# A job: its prompt, image or index, and a nullable override of every JobParams field.
+Job = create_model(  # type: ignore[call-overload]
+    "Job", __base__=_JobBase, __module__=__name__,
+    **{k: (_override_type(f.annotation) | None, None) for k, f in JobParams.model_fields.items()},
+)
 
 
 class GenerateConfig(BaseModel):
@@ -361,12 +388,8 @@ def run_config(
             video = pipe(
                 prompt_embeds=embeds[j.prompt],
                 negative_prompt_embeds=embeds[p.negative_prompt] if p.negative_prompt else None,
-                image=image, width=p.width, height=p.height, fps=p.fps, motion=p.motion,
-                key_frame_guidance_scale=p.key_frame_guidance_scale, guidance_weight_prompt=p.guidance_weight_prompt,
-                guidance_weight_image=p.guidance_weight_image,
-                interpolation_guidance_scale=p.interpolation_guidance_scale,
-                noise_augmentation=p.noise_augmentation, num_inference_steps=p.steps,
-                interpolation_steps=p.interpolation_steps, seed=p.seed, motion_levels=levels, progress=progress,
+                image=image, motion_levels=levels, progress=progress,
+                **{s.key: getattr(p, s.key) for s in GENERATION_SETTINGS if s.key != "negative_prompt"},
             )
             files = [str(video.save(out_dir / f"{j.name}.{fmt}")) for fmt in p.formats]
             effective = p.model_dump()

@@ -45,11 +45,14 @@ class MotionLevels:
         return {"source": self.source, "backend": self.backend, "size": self.size, "levels": dict(self.levels)}
 
 
-def load_motion_levels(path: str | os.PathLike | None) -> MotionLevels:
-    """Read ``motion_levels.json`` (file, or a folder containing it); None -> official defaults.
-    The file is read by the one reader of its format (``curate.levels_file``)."""
+def load_motion_levels(path: str | os.PathLike | MotionLevels | None) -> MotionLevels:
+    """Read ``motion_levels.json`` (file, or a folder containing it); None -> official defaults;
+    a ``MotionLevels`` is returned as it is. The file is read by the one reader of its format
+    (``curate.levels_file``)."""
     from curate.levels_file import LevelsFileMissing, levels_path, read_levels_file
 
+    if isinstance(path, MotionLevels):
+        return path
     if path is None:
         return MotionLevels.official()
     try:

@@ -22,78 +22,29 @@ or 0 (first frame, interpolation) cost a single branch.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from tqdm.auto import tqdm
 
-from curate.version import KVID_VERSION
-
-from .checkpoints import (
-    check_official_folder,
-    load_checked,
-    load_component,
-    load_state_file,
-    map_official_state_dict,
-    read_official_configs,
-    save_component,
-)
-from .config import DEFAULT_MOVQ_DTYPE, FPS_PRESETS, PipelineConfig, dtype_name, num_video_frames, parse_dtype
+from .config import FPS_PRESETS, PipelineConfig, num_video_frames
 from .interpolation import InterpolationUNet3D
+from .loading import PipelineLoadingMixin
 from .motion_levels import MotionLevels, load_motion_levels, resolve_motion
 from .movq import MoVQ
+from .params import DEFAULTS
+from .placement import PipelinePlacementMixin
 from .scheduler import DDPMScheduler
-from .text_encoder import (
-    KandinskyTextEncoder,
-    MissingWeightsError,
-    PromptEmbeds,
-    TextEncoderConfig,
-    tiny_t5_encoder,
-    tiny_tokenizer,
-)
+from .text_encoder import KandinskyTextEncoder, PromptEmbeds, TextEncoderConfig
 from .unet import KandinskyUNet3D
-from .video_io import write_video
-
-PIPELINE_FILE = "pipeline.json"
-OFFLOAD_MODES = ("none", "text_encoder", "model")
-
-
-@dataclass
-class VideoOutput:
-    """A generated video: ``frames`` (list of PIL images), ``fps`` so that it lasts ``seconds``."""
-
-    array: np.ndarray  # (T, H, W, 3) uint8
-    fps: float
-    fps_preset: str
-    info: dict[str, Any] = field(default_factory=dict)
-    first_frame: Image.Image | None = None
-
-    @property
-    def frames(self) -> list[Image.Image]:
-        return [Image.fromarray(f) for f in self.array]
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def seconds(self) -> float:
-        return self.num_frames / self.fps
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``.mp4`` (H.264 through ffmpeg) or ``.gif``."""
-        return write_video(self.array, path, self.fps)
+from .video_io import VideoOutput, decoded_to_pil, prepare_image
 
 
 class _Timer:
@@ -122,42 +73,6 @@ def _progress(iterable, desc: str, enabled: bool, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, disable=None if enabled else True, leave=False, dynamic_ncols=True)
 
 
-def randomize_parameters_(module: nn.Module, seed: int = 0, std: float = 0.05) -> nn.Module:
-    """Give every zero-initialised parameter random values (tests/benchmarks with random weights).
-
-    Upstream zero-initialises the temporal output convs, the conditional-norm MLPs and the merge
-    scalars, which would make motion/noise/frame conditioning inert in a random model.
-    """
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    with torch.no_grad():
-        for _name, p in module.named_parameters():
-            if p.is_meta or bool((p != 0).any()):
-                continue
-            if p.numel() == 1:  # merge scalars
-                p.copy_(torch.rand(p.shape, generator=g) * 0.4 + 0.1)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return module
-
-
-def _materialize_random_(module: nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> nn.Module:
-    """Meta-built module -> random weights directly on ``device`` (no host copy of a multi-GB model)."""
-    module.to_empty(device=device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-            if t.dim() >= 2:
-                fan_in = t[0].numel()
-                t.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=g)
-            elif name.endswith("merge") or "merge" in name.split(".")[-1]:
-                t.fill_(0.3)
-            elif name.endswith("weight") and "norm" in name:
-                t.fill_(1.0)
-            else:
-                t.normal_(0.0, 0.02, generator=g)
-    return module.to(dtype=dtype)
-
-
 @dataclass
 class _Branch:
     """One term of classifier-free guidance: its weight, its text context, how the model's
@@ -169,7 +84,7 @@ class _Branch:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-class KandinskyVideoPipeline:
+class KandinskyVideoPipeline(PipelineLoadingMixin, PipelinePlacementMixin):
     """Kandinsky Video 1.1 inference. Build with :func:`get_T2V_pipeline`, :meth:`from_official`,
     :meth:`from_pretrained` or :meth:`from_random`; call with a prompt (and optionally an image)."""
 
@@ -204,288 +119,8 @@ class KandinskyVideoPipeline:
         self.offload = "none"
         self.batch_guidance = True
         self.decode_chunk_size: int | None = None  # None: the official rule, n // 4 chunks
-        # dtype of an autocast region around every U-Net call (None: none); see use_official_precision
-        self.unet_autocast: torch.dtype | None = None
+        self.unet_autocast: torch.dtype | None = None  # see PipelinePlacementMixin
         self.source: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ construction
-
-    @property
-    def components(self) -> dict[str, nn.Module]:
-        comps = {
-            "unet": self.unet, "interpolation_unet": self.interpolation_unet, "movq": self.movq,
-            "video_movq": self.video_movq,
-        }
-        if self.text_encoder is not None:
-            comps["text_encoder"] = self.text_encoder
-        return comps
-
-    def to(
-        self,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | str | None = None,
-        *,
-        text_encoder_dtype: torch.dtype | str | None = None,
-        movq_dtype: torch.dtype | str | None = None,
-    ) -> KandinskyVideoPipeline:
-        """Move to ``device`` / cast. U-Nets take ``dtype``; MoVQs ``movq_dtype`` (default fp32, as
-        upstream: see ``DEFAULT_MOVQ_DTYPE``); the text encoder ``text_encoder_dtype`` (default ``dtype``)."""
-        if device is not None:
-            self.device = torch.device(device)
-        if dtype is not None:
-            dt = parse_dtype(dtype)
-            mdt = parse_dtype(movq_dtype, DEFAULT_MOVQ_DTYPE)
-            tdt = parse_dtype(text_encoder_dtype, dt)
-            for m in (self.unet, self.interpolation_unet):
-                m.to(dtype=dt)
-            for m in (self.movq, self.video_movq):
-                m.to(dtype=mdt)
-            if self.text_encoder is not None:
-                self.text_encoder.to(dtype=tdt)
-        self._place_all()
-        return self
-
-    def _resident(self, name: str) -> bool:
-        if self.offload == "model":
-            return False
-        if self.offload == "text_encoder" and name == "text_encoder":
-            return False
-        return True
-
-    def _place_all(self) -> None:
-        for name, m in self.components.items():
-            m.to(self.device if self._resident(name) else torch.device("cpu"))
-
-    def use_official_precision(self) -> KandinskyVideoPipeline:
-        """Run with the official code's precision: fp16 U-Nets called under fp16 autocast (which
-        keeps softmax and the norms in fp32), the text encoder and both MoVQs in fp32 (~55 GB of
-        weights for the released model, against ~37 GB with bf16 U-Nets and encoder)."""
-        self.to(dtype=torch.float16, text_encoder_dtype=torch.float32, movq_dtype=torch.float32)
-        self.unet_autocast = torch.float16
-        return self
-
-    def _unet_precision(self) -> contextlib.AbstractContextManager:
-        if self.unet_autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.unet_autocast)
-
-    def enable_offload(self, mode: str = "model") -> KandinskyVideoPipeline:
-        """``"model"``: every component waits on the CPU and visits the GPU for its stage;
-        ``"text_encoder"``: only the text encoder does; ``"none"``: all stay on the device."""
-        if mode not in OFFLOAD_MODES:
-            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {mode!r}")
-        self.offload = mode
-        self._place_all()
-        return self
-
-    @contextlib.contextmanager
-    def _on_device(self, name: str) -> Iterator[nn.Module]:
-        module = self.components[name]
-        if self._resident(name) or self.device.type == "cpu":
-            yield module
-            return
-        module.to(self.device)
-        try:
-            yield module
-        finally:
-            module.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    def release_text_encoder(self) -> None:
-        """Drop the text encoder (after all prompts are encoded) to free its memory."""
-        self.text_encoder = None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def compile(self, mode: str | None = None) -> KandinskyVideoPipeline:
-        """``torch.compile`` the U-Nets and the video decoder (in place; first call is slow)."""
-        for m in (self.unet, self.interpolation_unet, self.video_movq.decoder):
-            m.compile(mode=mode, dynamic=False)
-        return self
-
-    @classmethod
-    def from_official(
-        cls,
-        weights_dir: str | os.PathLike,
-        text_encoder: str | os.PathLike | KandinskyTextEncoder | None = None,
-        *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str = torch.float32,
-        text_encoder_dtype: torch.dtype | str | None = None,
-        movq_dtype: torch.dtype | str | None = None,
-        offload: str = "none",
-        motion_levels: str | os.PathLike | MotionLevels | None = None,
-        load_text_encoder: bool = True,
-    ) -> KandinskyVideoPipeline:
-        """Load the official checkpoints from a local folder (see :mod:`generate.checkpoints`).
-
-        ``text_encoder``: hub id or local folder of the T5 encoder (default: the one named in
-        ``configs.json``, else ``google/flan-ul2``), or a ready :class:`KandinskyTextEncoder`.
-        """
-        folder = Path(weights_dir)
-        files = check_official_folder(folder)  # fail before anything heavy is read
-        config = PipelineConfig.from_official(read_official_configs(folder))
-        dt = parse_dtype(dtype)
-        te = None
-        if isinstance(text_encoder, KandinskyTextEncoder):
-            te = text_encoder
-        elif load_text_encoder:
-            te = KandinskyTextEncoder.from_pretrained(
-                text_encoder or config.text_encoder.pretrained,
-                projections=load_state_file(files["text_projection"]),
-                tokens_length=config.text_encoder.tokens_length,
-                context_dim=config.text_encoder.context_dim,
-                dtype=parse_dtype(text_encoder_dtype, dt),
-            )
-        modules: dict[str, nn.Module] = {}
-        builders = {
-            "unet": (KandinskyUNet3D, config.unet),
-            "interpolation_unet": (InterpolationUNet3D, config.interpolation_unet),
-            "movq": (MoVQ, config.movq),
-            "video_movq": (MoVQ, config.video_movq),
-        }
-        for name, (klass, cfg) in builders.items():
-            with torch.device("meta"):
-                module = klass(cfg)
-            state = map_official_state_dict(name, load_state_file(files[name]), module)
-            load_checked(module, state, component=f"{name} ({files[name].name})")
-            target = parse_dtype(movq_dtype, DEFAULT_MOVQ_DTYPE) if "movq" in name else dt
-            modules[name] = module.to(dtype=target)
-            del state
-        pipe = cls(te, config=config, motion_levels=_levels(motion_levels), **modules)
-        pipe.source = {"kind": "official", "path": str(folder)}
-        pipe.device = torch.device(device)
-        pipe.enable_offload(offload)
-        return pipe
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        folder: str | os.PathLike,
-        *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str | None = None,
-        text_encoder_dtype: torch.dtype | str | None = None,
-        movq_dtype: torch.dtype | str | None = None,
-        offload: str = "none",
-        motion_levels: str | os.PathLike | MotionLevels | None = None,
-        load_text_encoder: bool = True,
-    ) -> KandinskyVideoPipeline:
-        """Load a folder written by :meth:`save_pretrained` (exact round trip when dtype is None)."""
-        folder = Path(folder)
-        meta_path = folder / PIPELINE_FILE
-        if not meta_path.is_file():
-            raise MissingWeightsError(
-                f"{folder} has no {PIPELINE_FILE}: not a pipeline saved by KandinskyVideoPipeline.save_pretrained. "
-                "For the official checkpoints use from_official (t2v.pt, interpolation.pt, ...)."
-            )
-        meta = json.loads(meta_path.read_text())
-        config = PipelineConfig.from_dict(meta["config"])
-        modules = {
-            "unet": load_component(folder / "unet", KandinskyUNet3D),
-            "interpolation_unet": load_component(folder / "interpolation_unet", InterpolationUNet3D),
-            "movq": load_component(folder / "movq", MoVQ),
-            "video_movq": load_component(folder / "video_movq", MoVQ),
-        }
-        te = None
-        if load_text_encoder:
-            te = KandinskyTextEncoder.from_pretrained(
-                folder / "text_encoder", projections=folder / "text_encoder",
-                tokens_length=config.text_encoder.tokens_length, context_dim=config.text_encoder.context_dim,
-                dtype=parse_dtype(meta.get("text_encoder_dtype"), torch.float32), local_files_only=True,
-            )
-        pipe = cls(te, config=config, motion_levels=_levels(motion_levels), **modules)
-        pipe.source = {"kind": "kvid", "path": str(folder)}
-        pipe.device = torch.device(device)
-        if dtype is not None:
-            pipe.to(dtype=dtype, text_encoder_dtype=text_encoder_dtype, movq_dtype=movq_dtype)
-        pipe.enable_offload(offload)
-        return pipe
-
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write our format: one sub-folder per component (config.json + model.safetensors),
-        the text encoder through transformers ``save_pretrained`` plus ``projection.safetensors``."""
-        from safetensors.torch import save_file
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("unet", "interpolation_unet", "movq", "video_movq"):
-            save_component(self.components[name], folder / name)
-        te_dtype = None
-        if self.text_encoder is not None:
-            te_dir = folder / "text_encoder"
-            self.text_encoder.encoder.save_pretrained(te_dir)
-            self.text_encoder.tokenizer.save_pretrained(te_dir)
-            proj = {k: v.detach().contiguous().cpu() for k, v in self.text_encoder.projection.state_dict().items()}
-            save_file(proj, str(te_dir / "projection.safetensors"))
-            te_dtype = dtype_name(self.text_encoder.dtype)
-        meta = {
-            "kvid_version": KVID_VERSION, "config": self.config.to_dict(), "text_encoder_dtype": te_dtype,
-            "has_text_encoder": self.text_encoder is not None,
-        }
-        (folder / PIPELINE_FILE).write_text(json.dumps(meta, indent=2))
-        return folder
-
-    @classmethod
-    def from_random(
-        cls,
-        size: str = "tiny",
-        *,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str = torch.float32,
-        with_text_encoder: bool = True,
-    ) -> KandinskyVideoPipeline:
-        """Random weights, for tests (``tiny``) and speed/memory benchmarks (``full``: the released
-        architecture, 4.1B + 4.0B U-Nets, and a Flan-UL2-shaped 8.6B text encoder). Outputs are noise."""
-        dev, dt = torch.device(device), parse_dtype(dtype)
-        if size == "tiny":
-            config = PipelineConfig.tiny()
-            torch_state = torch.random.get_rng_state()
-            torch.manual_seed(seed)
-            try:
-                unet = randomize_parameters_(KandinskyUNet3D(config.unet), seed)
-                interp = randomize_parameters_(InterpolationUNet3D(config.interpolation_unet), seed + 1)
-                movq = randomize_parameters_(MoVQ(config.movq), seed + 2)
-                video = randomize_parameters_(MoVQ(config.video_movq), seed + 3)
-                with torch.no_grad():
-                    unet.null_embedding.normal_()
-                    interp.null_embedding.normal_()
-                te = None
-                if with_text_encoder:
-                    enc = tiny_t5_encoder(d_model=16, seed=seed)
-                    te = KandinskyTextEncoder(enc, tiny_tokenizer(), config.text_encoder)
-                    randomize_parameters_(te.projection, seed + 4)
-            finally:
-                torch.random.set_rng_state(torch_state)
-        elif size == "full":
-            config = PipelineConfig.kandinsky_video_1_1()
-            mods = []
-            for i, (klass, cfg) in enumerate(
-                [(KandinskyUNet3D, config.unet), (InterpolationUNet3D, config.interpolation_unet),
-                 (MoVQ, config.movq), (MoVQ, config.video_movq)]
-            ):
-                with torch.device("meta"):
-                    m = klass(cfg)
-                mods.append(_materialize_random_(m, dev, dt, seed + i))
-            unet, interp, movq, video = mods
-            te = None
-            if with_text_encoder:
-                from transformers import T5EncoderModel
-
-                from .text_encoder import flan_ul2_encoder_config
-
-                with torch.device("meta"):
-                    enc = T5EncoderModel(flan_ul2_encoder_config())
-                _materialize_random_(enc, dev, dt, seed + 10)
-                te = KandinskyTextEncoder(enc, tiny_tokenizer(), config.text_encoder, d_model=4096)
-                te.projection.to(dev, dt)
-        else:
-            raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
-        pipe = cls(te, unet, interp, movq, video, config=config)
-        pipe.source = {"kind": "random", "size": size, "seed": seed}
-        pipe.device = dev
-        return pipe.to(dev, dt)
 
     # ------------------------------------------------------------------ stages
 
@@ -632,7 +267,7 @@ class KandinskyVideoPipeline:
         """Image MoVQ decode of one latent -> PIL (clip, x255, truncate, as upstream)."""
         with self._on_device("movq") as movq:
             img = movq.decode(latent.to(self.device)).float()
-        return _to_pil(img[0])
+        return decoded_to_pil(img[0])
 
     def generate_first_frame(self, embeds, negative, width, height, guidance_scale, num_inference_steps, generator,
                              progress: bool = True, timer: _Timer | None = None) -> Image.Image:
@@ -776,27 +411,28 @@ class KandinskyVideoPipeline:
     def __call__(
         self,
         prompt: str | None = None,
-        negative_prompt: str | None = None,
+        negative_prompt: str | None = DEFAULTS.negative_prompt,
         image: Image.Image | np.ndarray | str | os.PathLike | None = None,
-        width: int = 512,
-        height: int = 512,
-        fps: str = "low",
-        motion: str | float = "medium",
-        key_frame_guidance_scale: float = 5.0,
-        guidance_weight_prompt: float = 5.0,
-        guidance_weight_image: float = 2.0,
-        interpolation_guidance_scale: float = 0.5,
-        noise_augmentation: int = 20,
-        num_inference_steps: int = 50,
-        interpolation_steps: int = 10,
-        seed: int | None = None,
+        width: int = DEFAULTS.width,
+        height: int = DEFAULTS.height,
+        fps: str = DEFAULTS.fps,
+        motion: str | float = DEFAULTS.motion,
+        key_frame_guidance_scale: float = DEFAULTS.key_frame_guidance_scale,
+        guidance_weight_prompt: float = DEFAULTS.guidance_weight_prompt,
+        guidance_weight_image: float = DEFAULTS.guidance_weight_image,
+        interpolation_guidance_scale: float = DEFAULTS.interpolation_guidance_scale,
+        noise_augmentation: int = DEFAULTS.noise_augmentation,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        interpolation_steps: int = DEFAULTS.interpolation_steps,
+        seed: int | None = DEFAULTS.seed,
         generator: torch.Generator | None = None,
         motion_levels: str | os.PathLike | MotionLevels | None = None,
         prompt_embeds: PromptEmbeds | None = None,
         negative_prompt_embeds: PromptEmbeds | None = None,
         progress: bool = True,
     ) -> VideoOutput:
-        """Generate a 5.5 s video. See the module docstring for the stages.
+        """Generate a 5.5 s video. See the module docstring for the stages; the parameters with
+        their defaults and help are :class:`generate.params.GenerationParams`.
 
         ``image`` (image-to-video) replaces the generated first frame. ``motion`` is a level name
         (through ``motion_levels``: a ``motion_levels.json`` or its folder; default: the pipeline's,
@@ -807,7 +443,7 @@ class KandinskyVideoPipeline:
         self.check_inputs(width, height, fps, num_inference_steps, interpolation_steps)
         if prompt is None and prompt_embeds is None:
             raise ValueError("give a prompt (or prompt_embeds)")
-        levels = _levels(motion_levels) if motion_levels is not None else self.motion_levels
+        levels = load_motion_levels(motion_levels) if motion_levels is not None else self.motion_levels
         motion_score = resolve_motion(motion, levels)
         if generator is None:
             seed = int(seed) if seed is not None else secrets.randbelow(2**31)
@@ -883,96 +519,6 @@ def _count(rec: dict | None, rows: int, calls: int) -> None:
         rec["unet_calls"] = rec.get("unet_calls", 0) + calls
 
 
-def _to_pil(img: torch.Tensor) -> Image.Image:
-    """(3, H, W) in about [-1, 1] -> PIL, as the official decode_image (clip, x255, truncate)."""
-    arr = ((img + 1.0) / 2.0).clamp(0.0, 1.0).mul(255.0).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
-    return Image.fromarray(arr)
-
-
-def prepare_image(image: Image.Image | np.ndarray | str | os.PathLike, width: int, height: int) -> Image.Image:
-    """Scale so the image covers (width, height) and centre-crop.
-
-    Same as the official ``encode_image`` for images at least as large as the target; smaller
-    images are upscaled here (the official code would crop outside the image, i.e. pad black).
-    """
-    if isinstance(image, (str, os.PathLike)):
-        image = Image.open(image)
-    elif isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    image = image.convert("RGB")
-    w0, h0 = image.size
-    scale = max(width / w0, height / h0)
-    new = (max(width, round(w0 * scale)), max(height, round(h0 * scale)))
-    if new != (w0, h0):
-        image = image.resize(new, Image.BICUBIC)
-    nw, nh = image.size
-    left, top = (nw - width) / 2, (nh - height) / 2
-    return image.crop((round(left), round(top), round(left) + width, round(top) + height))
-
-
-def _levels(value: str | os.PathLike | MotionLevels | None) -> MotionLevels:
-    if isinstance(value, MotionLevels):
-        return value
-    return load_motion_levels(value)
-
-
-def load_pipeline(
-    path: str | os.PathLike,
-    *,
-    text_encoder: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | str = torch.float32,
-    offload: str = "none",
-    motion_levels: str | os.PathLike | MotionLevels | None = None,
-) -> KandinskyVideoPipeline:
-    """Load either our saved format (``pipeline.json``) or an official folder (``t2v.pt`` ...).
-
-    ``path`` may also be ``random:tiny`` / ``random:full`` (random weights: smoke tests, benchmarks).
-    """
-    spec = str(path)
-    if spec.startswith("random:"):
-        pipe = KandinskyVideoPipeline.from_random(spec.split(":", 1)[1], device=device, dtype=dtype)
-        pipe.motion_levels = _levels(motion_levels)
-        return pipe.enable_offload(offload)
-    p = Path(spec)
-    if (p / PIPELINE_FILE).is_file():
-        return KandinskyVideoPipeline.from_pretrained(
-            p, device=device, dtype=dtype, offload=offload, motion_levels=motion_levels
-        )
-    return KandinskyVideoPipeline.from_official(
-        p, text_encoder, device=device, dtype=dtype, offload=offload, motion_levels=motion_levels
-    )
-
-
-def get_T2V_pipeline(
-    device: str | torch.device = "cuda",
-    dtype: torch.dtype | str = torch.bfloat16,
-    weights_dir: str | os.PathLike | None = None,
-    text_encoder: str | os.PathLike | None = None,
-    *,
-    offload: str | None = None,
-    compile: bool = False,
-    motion_levels: str | os.PathLike | MotionLevels | None = None,
-) -> KandinskyVideoPipeline:
-    """Factory in the spirit of the official ``get_T2V_pipeline``, from a local folder.
-
-    ``weights_dir`` defaults to ``$KVID_WEIGHTS``; it holds the official files (t2v.pt, ...)
-    or a folder saved by ``save_pretrained``. On CUDA the text encoder waits on the CPU and
-    visits the GPU only to encode (``offload="text_encoder"``); use ``offload="model"`` for
-    smaller GPUs, ``"none"`` to keep everything resident.
-    """
-    weights_dir = weights_dir or os.environ.get("KVID_WEIGHTS")
-    if not weights_dir:
-        raise MissingWeightsError(
-            "no weights folder: pass weights_dir= (or set KVID_WEIGHTS) to a folder with the official files "
-            "t2v.pt, interpolation.pt, t5_projections.pt, movq.pt, video_movq.pt from ai-forever/KandinskyVideo_1_1"
-        )
-    dev = torch.device(device)
-    if offload is None:
-        offload = "text_encoder" if dev.type == "cuda" else "none"
-    pipe = load_pipeline(
-        weights_dir, text_encoder=text_encoder, device=dev, dtype=dtype, offload=offload, motion_levels=motion_levels
-    )
-    if compile:
-        pipe.compile()
-    return pipe
+# The official API's factories, as functions (docs/generate.md): the pipeline's own constructors.
+load_pipeline = KandinskyVideoPipeline.load
+get_T2V_pipeline = KandinskyVideoPipeline.get_T2V_pipeline

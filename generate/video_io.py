@@ -1,4 +1,5 @@
-"""Video files: mp4 / gif writing, and the first frame of a curated clip.
+"""Images and video files: the pipeline's output (``VideoOutput``), mp4 / gif writing, the
+conditioning image, and the first frame of a curated clip.
 
 A curated folder is read through the one dataset-format module, ``curate.shards``: its
 index, and each clip's bytes straight from its tar by the index's ``shard_offset`` /
@@ -14,12 +15,16 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 class VideoIOError(RuntimeError):
@@ -97,6 +102,60 @@ def write_video(frames: Any, path: str | os.PathLike, fps: float | Fraction) -> 
     if suffix == ".gif":
         return write_gif(frames, path, fps)
     raise ValueError(f"unsupported video format {suffix!r}: use .mp4 or .gif")
+
+
+@dataclass
+class VideoOutput:
+    """A generated video: ``frames`` (list of PIL images), ``fps`` so that it lasts ``seconds``."""
+
+    array: np.ndarray  # (T, H, W, 3) uint8
+    fps: float
+    fps_preset: str
+    info: dict[str, Any] = field(default_factory=dict)
+    first_frame: Image.Image | None = None
+
+    @property
+    def frames(self) -> list[Image.Image]:
+        return [Image.fromarray(f) for f in self.array]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def seconds(self) -> float:
+        return self.num_frames / self.fps
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``.mp4`` (H.264 through ffmpeg) or ``.gif``."""
+        return write_video(self.array, path, self.fps)
+
+
+def decoded_to_pil(img: torch.Tensor) -> Image.Image:
+    """(3, H, W) in about [-1, 1] -> PIL, as the official decode_image (clip, x255, truncate)."""
+    arr = ((img + 1.0) / 2.0).clamp(0.0, 1.0).mul(255.0).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def prepare_image(image: Image.Image | np.ndarray | str | os.PathLike, width: int, height: int) -> Image.Image:
+    """Scale so the image covers (width, height) and centre-crop.
+
+    Same as the official ``encode_image`` for images at least as large as the target; smaller
+    images are upscaled here (the official code would crop outside the image, i.e. pad black).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = Image.open(image)
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    w0, h0 = image.size
+    scale = max(width / w0, height / h0)
+    new = (max(width, round(w0 * scale)), max(height, round(h0 * scale)))
+    if new != (w0, h0):
+        image = image.resize(new, Image.BICUBIC)
+    nw, nh = image.size
+    left, top = (nw - width) / 2, (nh - height) / 2
+    return image.crop((round(left), round(top), round(left) + width, round(top) + height))
 
 
 def probe_video(path: str | os.PathLike) -> dict[str, Any]:

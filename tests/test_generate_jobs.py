@@ -134,7 +134,7 @@ def test_cli_end_to_end_t2v_i2v_and_curated_index(curated, saved_weights, tmp_pa
         "weights": str(saved_weights),
         "motion_levels": str(curated),
         "device": "cpu",
-        "defaults": {"width": 64, "height": 64, "steps": 2, "interpolation_steps": 1, "seed": 0},
+        "defaults": {"width": 64, "height": 64, "num_inference_steps": 2, "interpolation_steps": 1, "seed": 0},
         "jobs": [
             {"name": "car", "prompt": "a red car on the beach", "fps": "medium", "formats": ["mp4", "gif"]},
             {"name": "pic", "image": "pic.png", "prompt": "a dog running", "motion": "high"},
@@ -175,7 +175,7 @@ def test_a_failing_job_does_not_stop_the_others(curated, tmp_path, capsys):
         f.seek(row["shard_offset"])
         f.write(b"\0" * row["shard_size"])
     cfg = {"output_dir": "out", "weights": "random:tiny", "device": "cpu",
-           "defaults": {"width": 64, "height": 64, "steps": 1, "interpolation_steps": 1, "seed": 0},
+           "defaults": {"width": 64, "height": 64, "num_inference_steps": 1, "interpolation_steps": 1, "seed": 0},
            "jobs": [{"name": "cur", "index": str(broken)}]}
     args = argparse.ArgumentParser()
     add_arguments(args)

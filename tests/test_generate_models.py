@@ -18,7 +18,7 @@ from generate import (
     UNet3DConfig,
 )
 from generate.layers import conv_over_frames
-from generate.pipeline import randomize_parameters_
+from generate.loading import randomize_parameters_
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -209,7 +209,7 @@ def test_video_decoder_mixes_frames_image_decoder_does_not():
 @torch.no_grad()
 def test_random_materialisation_of_a_meta_model_runs():
     """The path the full-size benchmark takes: build on meta, allocate on the device, random init."""
-    from generate.pipeline import _materialize_random_
+    from generate.loading import _materialize_random_
 
     with torch.device("meta"):
         m = KandinskyUNet3D(UNet3DConfig.tiny())
