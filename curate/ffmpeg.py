@@ -139,11 +139,10 @@ class ToolPipe:
         self._stderr_pipe.close()
 
 
-def _run(cmd: Sequence[str], timeout: float | None, input_bytes: bytes | None, what: str) -> tuple[int, bytes, bytes]:
-    stdin = subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL
-    proc = popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _communicate(proc: subprocess.Popen, timeout: float | None, input_bytes: bytes | None, what: str) -> tuple[bytes, bytes]:
+    """(stdout, stderr) of a tool started with ``popen``; a deadline ends it and all it started."""
     try:
-        out, err = proc.communicate(input_bytes, timeout=timeout)
+        return proc.communicate(input_bytes, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         kill(proc)
         proc.communicate()
@@ -152,6 +151,12 @@ def _run(cmd: Sequence[str], timeout: float | None, input_bytes: bytes | None, w
         kill(proc)
         proc.wait()
         raise
+
+
+def _run(cmd: Sequence[str], timeout: float | None, input_bytes: bytes | None, what: str) -> tuple[int, bytes, bytes]:
+    stdin = subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL
+    proc = popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = _communicate(proc, timeout, input_bytes, what)
     return proc.returncode, out, err
 
 
@@ -199,15 +204,7 @@ def run_ffmpeg_to_pipes(args: Sequence[str], timeout: float | None, readers: Seq
     for t in threads:
         t.start()
     try:
-        _, err_bytes = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        kill(proc)
-        proc.communicate()
-        raise FFmpegError(f"ffmpeg timed out after {timeout:.0f} s", timed_out=True) from e
-    except BaseException:
-        kill(proc)
-        proc.wait()
-        raise
+        _, err_bytes = _communicate(proc, timeout, None, "ffmpeg")
     finally:
         for t in threads:
             t.join()

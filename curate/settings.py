@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 # What a setting decides of the output.
 BYTES = "bytes"  # how a clip's pixels are made: part of the clip id's hash; a resume may not change it
@@ -114,6 +114,15 @@ def build(params: type, values: Mapping[str, Any], prefix: str = "") -> Any:
             g: GroupInfo = f.metadata[_GROUP]
             kwargs[f.name] = build(g.params, values, prefix + g.prefix)
     return params(**kwargs)
+
+
+def pydantic_field(s: Setting) -> tuple[Any, Any]:
+    """A setting as a pydantic field: its type (its choices as a Literal), default, help, bounds."""
+    from pydantic import Field  # the config layers' library; the stages themselves never need it
+
+    annotation = Literal[s.info.choices] if s.info.choices else s.type
+    bounds: dict[str, Any] = dict(s.info.bounds)
+    return annotation, Field(s.default, description=s.info.help, **bounds)
 
 
 def value_at(root: Any, path: tuple[str, ...]) -> Any:

@@ -44,7 +44,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from curate.settings import Setting
+from curate.settings import pydantic_field
 
 from .params import GENERATION_SETTINGS
 
@@ -96,17 +96,11 @@ class _JobParamsBase(_Params):
         return v
 
 
-def _field(s: Setting) -> tuple[Any, Any]:
-    """A generation setting as a pydantic field: its type (its choices as a Literal), default, help, bounds."""
-    annotation = Literal[s.info.choices] if s.info.choices else s.type  # type: ignore[valid-type]
-    return annotation, Field(s.default, description=s.info.help, **s.info.bounds)
-
-
 # Generation parameters (the ``defaults`` block; every job may override any of them): those of
 # generate/params.py, where their defaults live, plus what a job writes and its motion levels.
 JobParams = create_model(  # type: ignore[call-overload]
     "JobParams", __base__=_JobParamsBase, __module__=__name__,
-    **{s.key: _field(s) for s in GENERATION_SETTINGS},
+    **{s.key: pydantic_field(s) for s in GENERATION_SETTINGS},
     formats=(list[Literal["mp4", "gif"]], Field(default_factory=lambda: ["mp4"], description="or [mp4, gif]")),
     motion_levels=(str | None, Field(None, description="default: the top-level motion_levels")),
 )

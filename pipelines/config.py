@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from caption.stage import CaptionPrepStage, CaptionStage
 from curate.dedup import DedupParams
 from curate.remote import is_uri
-from curate.settings import BYTES, CLIPS, MOTION_UNITS, Setting, build, group, setting, settings_of
+from curate.settings import BYTES, CLIPS, MOTION_UNITS, Setting, build, group, pydantic_field, setting, settings_of
 from curate.shards import ShardParams
 from curate.video_stages import CurateParams
 from motion.backends import canonical_backend_name
@@ -124,15 +124,9 @@ class _ConfigBase(BaseModel):
         return motion_units(self.model_dump())
 
 
-def _field(s: Setting) -> tuple[Any, Any]:
-    """A setting as a pydantic field: its type (its choices as a Literal), default, help and bounds."""
-    annotation = Literal[s.info.choices] if s.info.choices else s.type  # type: ignore[valid-type]
-    return annotation, Field(s.default, description=s.info.help, **s.info.bounds)
-
-
 def config_model(settings: list[Setting] | None = None) -> type[_ConfigBase]:
     """The config model: inputs and out, plus one field per setting."""
-    fields = {s.key: _field(s) for s in (SETTINGS if settings is None else settings)}
+    fields = {s.key: pydantic_field(s) for s in (SETTINGS if settings is None else settings)}
     return create_model("CurateConfig", __base__=_ConfigBase, __module__=__name__, **fields)  # type: ignore[call-overload]
 
 
