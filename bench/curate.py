@@ -1,182 +1,173 @@
-"""Wall time of `kvid curate` against a floor and a naive baseline, measured in one run.
+"""`kvid curate` against the floor, in one run, on three corpora, with where the time goes.
 
-    floor  : one ffmpeg decode of every input + the x264 encode of the kept clips alone
-             (from raw frames, same encoder settings): work no curation pipeline can skip.
-    naive  : PySceneDetect's CLI `detect-content split-video`, then one ffmpeg call per kept
-             clip for 24 fps / crop / scale (what a script around the tools would do).
-    kvid   : `kvid curate` as a user runs it (cold: Python start, local Ray start, the run),
-             and the run without starting Ray (from the manifest: wall_s - ray_start_s).
+    floor : one ffmpeg per whole input: decode, re-time to 24 fps, x264 (CRF 18, preset fast,
+            kvid's defaults) of everything, two inputs at a time (the physical minimum of any
+            curator: decode each source once, encode what it keeps; the floor keeps all).
+    kvid  : `kvid curate` as a user runs it, motion and captions off: cold (Python and a local
+            Ray started) and without Ray's start (the manifest's wall_s - ray_start_s); then
+            the same with --motion-backend dis (what motion scoring adds).
+    stages: CPU seconds of each stage's workers and of the tools they ran (ffmpeg), from the
+            manifest (pipelines/adapter.py times every stage call).
 
-Goal: kvid within 1.5x of the floor and at least 2x faster than naive. Prints ratios;
-writes JSON with --save. Motion and captions are off: this measures curation itself.
+Corpora: "short", 24 synthetic 640x360 30 fps files of 4 to 8 s (one or two scenes each, the
+web-scale case: per-source costs dominate); "long", the longest real video in ../shared
+(a 24 s 720p film clip); "mixed", bench/e2e.py's known-answer corpus. Rounds alternate the
+contenders (these 2-core VMs are noisy); the table shows medians.
 
-    python bench/curate.py                       # sample videos + a 60 s 720p synthetic video
-    python bench/curate.py --long-seconds 120 --save
+    python bench/curate.py                 # 1 round, prints the table
+    python bench/curate.py --rounds 2 --save   # writes bench/results/curate-<host>.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # after the repo root (below): bench/curate.py must not shadow curate/
 sys.path.insert(0, str(ROOT))
 
+from e2e_corpus import SHARED_VIDEOS, _src, build_corpus  # noqa: E402
 from machine import machine_info  # noqa: E402
 
-from curate import shards, synthetic  # noqa: E402
-from curate.frames import as_file  # noqa: E402
 from curate.transcode import TranscodeParams  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data" / "videos"
+SHORT_KINDS = ("testsrc2", "mandelbrot", "life", "bars", "rgbrotate", "cellauto", "testsrc")
 
 
-def timed(cmd: list[str], **kw) -> float:
+def short_corpus(folder: Path, n: int = 24) -> list[Path]:
+    """n files of 4 to 8 s, 640x360 at 30 fps; two of every three hold two scenes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        seconds = 4 + i % 5
+        path = folder / f"short{i:02d}.mp4"
+        paths.append(path)
+        if path.exists():
+            continue
+        a, b = SHORT_KINDS[i % len(SHORT_KINDS)], SHORT_KINDS[(i + 3) % len(SHORT_KINDS)]
+        if i % 3 == 0:
+            graph = f"{_src(a, 640, 360, seconds)}[v]"
+        else:
+            half = seconds / 2
+            second = _src(b, 640, 360, seconds - half, offset_frames=7)
+            graph = f"{_src(a, 640, 360, half)}[a];{second}[b];[a][b]concat=n=2:v=1[v]"
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-filter_complex", graph, "-map", "[v]", "-c:v", "libx264",
+                        "-preset", "medium", "-crf", "20", "-pix_fmt", "yuv420p", "-y", str(path)], check=True)
+    return paths
+
+
+def corpora(work: Path) -> dict[str, list[Path]]:
+    found = {"short": short_corpus(work / "short")}
+    real = sorted(SHARED_VIDEOS.glob("*.mp4"), key=lambda p: p.stat().st_size) if SHARED_VIDEOS.exists() else []
+    if real:
+        found["long"] = [real[-1]]
+    found["mixed"] = [Path(f["path"]) for f in build_corpus(work / "mixed")["files"]]
+    return found
+
+
+def floor_s(inputs: list[Path], out: Path, params: TranscodeParams) -> float:
+    """Wall seconds to decode and encode every input whole, two at a time."""
+    out.mkdir(parents=True, exist_ok=True)
+
+    def encode(i_path: tuple[int, Path]) -> None:
+        i, path = i_path
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", f"fps={params.fps}",
+                        "-c:v", params.codec, "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
+                        "-an", "-f", "mp4", "-y", str(out / f"{i}.mp4")], check=True)
+
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(encode, enumerate(inputs)))
     return time.perf_counter() - t
 
 
-def make_inputs(folder: Path, long_seconds: float) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    inputs = sorted(SHARED.glob("*.mp4")) if SHARED.exists() else []
-    long = folder / f"long720p_{int(long_seconds)}s.mp4"
-    if not long.exists():
-        # Scenes of 4 to 9 s at 30 fps, 1280x720.
-        lengths, total = [], 0
-        while total < long_seconds * 30:
-            n = int(30 * (4 + (len(lengths) * 7) % 6))
-            lengths.append(n)
-            total += n
-        synthetic.scene_video(str(long), lengths, fps=30, size=(1280, 720))
-    return inputs + [long]
-
-
-def run_kvid(inputs: list[Path], out: Path, workers: int | None) -> tuple[float, dict]:
+def kvid_run(inputs: list[Path], out: Path, motion: str) -> dict:
+    """`kvid curate` cold; the manifest's last run (its wall without Ray's start, its stages)."""
     cmd = [sys.executable, "-m", "pipelines.cli", "curate", *map(str, inputs), "--out", str(out), "-q",
-           "--motion-backend", "none", "--caption-model", "none"]
-    if workers:
-        cmd += ["--workers", str(workers)]
-    wall = timed(cmd, cwd=ROOT)
+           "--motion-backend", motion, "--caption-model", "none"]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    cold = time.perf_counter() - t
     manifest = json.loads((out / "manifest.json").read_text())
-    return wall, manifest["runs"][-1]
+    run = manifest["runs"][-1]
+    return {"cold_s": cold, "run_s": run["wall_s"] - run.get("ray_start_s", 0.0), "ray_start_s": run.get("ray_start_s"),
+            "clips": manifest["counts"]["clips"], "stages": run.get("stages", {})}
 
 
-def floor_time(inputs: list[Path], out: Path, params: TranscodeParams, scratch: Path) -> dict:
-    decode = sum(timed(["ffmpeg", "-nostdin", "-v", "error", "-i", str(p), "-map", "0:v:0", "-f", "null", "-"]) for p in inputs)
-    encode = 0.0
-    for row in shards.read_index(str(out)).to_pylist():
-        raw = scratch / f"{row['clip_id']}.yuv"
-        with as_file(shards.read_clip_bytes(str(out), row)) as clip:
-            subprocess.run(
-                ["ffmpeg", "-nostdin", "-v", "error", "-i", clip, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y", str(raw)],
-                check=True,
-            )
-        encode += timed([
-            "ffmpeg", "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
-            "-s", f"{row['width']}x{row['height']}", "-r", str(params.fps), "-i", str(raw),
-            "-c:v", params.codec, "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
-            "-y", str(scratch / "enc.mp4"),
-        ])
-        raw.unlink()
-    return {"decode_s": decode, "encode_s": encode, "total_s": decode + encode}
-
-
-def naive_time(inputs: list[Path], out: Path, params: TranscodeParams, scratch: Path) -> dict:
-    scenedetect = shutil.which("scenedetect") or str(Path(sys.executable).parent / "scenedetect")
-    split = 0.0
+def seconds_of(inputs: list[Path]) -> float:
+    total = 0.0
     for p in inputs:
-        d = scratch / p.stem
-        d.mkdir(parents=True, exist_ok=True)
-        try:
-            split += timed([scenedetect, "-q", "-i", str(p), "-o", str(d), "detect-content", "split-video"])
-        except subprocess.CalledProcessError:
-            continue  # the tool gives up on some inputs; kvid turns those into rejects
-    # Post-process the clips kvid kept (same crop and size), one ffmpeg call each, from the
-    # scene files PySceneDetect wrote: match them by source and order.
-    post = 0.0
-    kept = shards.read_index(str(out)).to_pylist()
-    for row in kept:
-        src = Path(row["source"])
-        files = sorted((scratch / src.stem).glob("*.mp4"))
-        if not files:
-            continue
-        f = files[min(row["scene_index"] or 0, len(files) - 1)]
-        crop = f"crop={row['crop_w']}:{row['crop_h']}:{row['crop_x']}:{row['crop_y']}"
-        vf = f"{crop},fps={params.fps},scale={row['width']}:{row['height']}"
-        post += timed([
-            "ffmpeg", "-nostdin", "-v", "error", "-i", str(f), "-vf", vf, "-an",
-            "-c:v", params.codec, "-preset", params.preset, "-crf", str(params.crf), "-pix_fmt", "yuv420p",
-            "-y", str(scratch / "post.mp4"),
-        ])
-    return {"split_s": split, "post_s": post, "total_s": split + post}
+        out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(p)],
+                             capture_output=True, text=True).stdout
+        total += float(out.strip() or 0)
+    return total
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--long-seconds", type=float, default=60.0,
-                    help="length of the synthetic 720p input (fixed costs such as Ray's start weigh less on longer input)")
-    ap.add_argument("--workers", type=int, default=None, help="kvid --workers (default: one per CPU)")
-    ap.add_argument("--work", default=str(ROOT / "bench" / "out"), help="scratch folder (inputs are cached here)")
-    ap.add_argument(
-        "--save", action="store_true", help="write bench/results/curate-<host>[-<N>s].json (suffix when --long-seconds is not 60)"
-    )
+    ap.add_argument("--rounds", type=int, default=1, help="rounds per corpus, contenders alternating (default: 1)")
+    ap.add_argument("--corpora", default="short,long,mixed", help="which corpora, comma-separated (default: all three)")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "kvid-bench-curate",
+                    help="scratch folder; the rendered corpora are kept there between runs")
+    ap.add_argument("--save", action="store_true", help="write bench/results/curate-<host>.json")
     args = ap.parse_args()
 
-    work = Path(args.work)
-    inputs = make_inputs(work / "inputs", args.long_seconds)
     params = TranscodeParams()
-    results = {}
-    for name, subset in (("samples", inputs[:-1]), ("long720p", inputs[-1:]), ("all", inputs)):
-        if not subset:
+    found = corpora(args.work)
+    results: dict[str, dict] = {}
+    for name in args.corpora.split(","):
+        inputs = found.get(name)
+        if not inputs:
+            print(f"{name}: no inputs (../shared/data/videos missing?), skipped")
             continue
-        with tempfile.TemporaryDirectory(dir=work) as tmp:
-            tmp = Path(tmp)
-            wall, run = run_kvid(subset, tmp / "kvid", args.workers)
-            floor = floor_time(subset, tmp / "kvid", params, tmp)
-            naive = naive_time(subset, tmp / "kvid", params, tmp / "naive")
-            index = shards.read_index(str(tmp / "kvid"))
-            results[name] = {
-                "inputs": len(subset),
-                "clips": index.num_rows,
-                "seconds_in": sum(
-                    float(
-                        subprocess.run(
-                            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(p)],
-                            capture_output=True,
-                            text=True,
-                        ).stdout
-                        or 0
-                    )
-                    for p in subset
-                ),
-                "kvid_cold_s": wall,
-                "kvid_pipeline_s": run["wall_s"] - run.get("ray_start_s", 0.0),
-                "floor": floor,
-                "naive": naive,
-                "kvid_over_floor": wall / floor["total_s"],
-                "kvid_pipeline_over_floor": (run["wall_s"] - run.get("ray_start_s", 0.0)) / floor["total_s"],
-                "naive_over_kvid": naive["total_s"] / wall,
-            }
-    print(f"{'set':<10}{'in':>4}{'clips':>6}{'floor s':>9}{'naive s':>9}{'kvid s':>8}{'run s':>7}"
-          f"{'kvid/floor':>12}{'run/floor':>11}{'naive/kvid':>12}")
+        floors, off, dis = [], [], []
+        for _ in range(args.rounds):
+            for what in ("floor", "off", "dis"):
+                scratch = args.work / "runs" / f"{name}-{what}"
+                shutil.rmtree(scratch, ignore_errors=True)
+                if what == "floor":
+                    floors.append(floor_s(inputs, scratch, params))
+                else:
+                    (off if what == "off" else dis).append(kvid_run(inputs, scratch, "none" if what == "off" else "dis"))
+                shutil.rmtree(scratch, ignore_errors=True)
+        floor = statistics.median(floors)
+        results[name] = {
+            "inputs": len(inputs), "seconds_in": round(seconds_of(inputs), 1), "floor_s": round(floor, 2),
+            "kvid_cold_s": round(median_of(off, "cold_s"), 2), "kvid_run_s": round(median_of(off, "run_s"), 2),
+            "kvid_dis_cold_s": round(median_of(dis, "cold_s"), 2), "clips": off[-1]["clips"],
+            "cold_over_floor": round(median_of(off, "cold_s") / floor, 3),
+            "run_over_floor": round(median_of(off, "run_s") / floor, 3),
+            "dis_over_off": round(median_of(dis, "cold_s") / median_of(off, "cold_s"), 3),
+            "stages_motion_off": off[-1]["stages"], "stages_dis": dis[-1]["stages"],
+            "rounds": {"floor_s": floors, "off": off, "dis": dis},
+        }
+    print(f"{'corpus':<8}{'in':>4}{'s in':>7}{'clips':>6}{'floor':>8}{'cold':>8}{'run':>8}{'dis':>8}"
+          f"{'cold/floor':>11}{'run/floor':>10}{'dis/off':>9}")
     for name, r in results.items():
-        print(f"{name:<10}{r['inputs']:>4}{r['clips']:>6}{r['floor']['total_s']:>9.1f}{r['naive']['total_s']:>9.1f}"
-              f"{r['kvid_cold_s']:>8.1f}{r['kvid_pipeline_s']:>7.1f}{r['kvid_over_floor']:>12.2f}"
-              f"{r['kvid_pipeline_over_floor']:>11.2f}{r['naive_over_kvid']:>12.2f}")
-    print("kvid s: the whole command; run s: without starting the local Ray (in the manifest)")
-    print(f"machine: {platform.node()} ({os.cpu_count()} CPUs); goals: kvid/floor <= 1.5, naive/kvid >= 2")
+        print(f"{name:<8}{r['inputs']:>4}{r['seconds_in']:>7.0f}{r['clips']:>6}{r['floor_s']:>8.1f}{r['kvid_cold_s']:>8.1f}"
+              f"{r['kvid_run_s']:>8.1f}{r['kvid_dis_cold_s']:>8.1f}{r['cold_over_floor']:>11.2f}{r['run_over_floor']:>10.2f}"
+              f"{r['dis_over_off']:>9.2f}")
+    print("cold: the whole command; run: without starting the local Ray; dis: cold with --motion-backend dis")
+    print("goals: cold/floor <= 1.35 (short), <= 1.20 (long); dis/off <= 1.25")
+    for name, r in results.items():
+        for label, stages in (("motion off", r["stages_motion_off"]), ("dis", r["stages_dis"])):
+            parts = ", ".join(f"{s} {t['cpu_s']:.1f}+{t['tool_cpu_s']:.1f}" for s, t in stages.items())
+            print(f"  {name} {label}: CPU s by stage (worker + ffmpeg): {parts}")
     if args.save:
-        suffix = "" if args.long_seconds == 60.0 else f"-{args.long_seconds:g}s"
-        dest = ROOT / "bench" / "results" / f"curate-{platform.node() or 'host'}{suffix}.json"
+        dest = ROOT / "bench" / "results" / f"curate-{machine_info()['host'] or 'host'}.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(json.dumps({"meta": machine_info(), "results": results}, indent=2))
         print(f"saved {dest}")

@@ -21,12 +21,15 @@ from curate.ffmpeg import require_binaries
 from curate.manifest import dataset_counts, now, read_manifest, tool_versions, write_manifest
 from curate.version import KVID_VERSION
 from pipelines import rows as R
+from pipelines.adapter import stage_times
 from pipelines.config import ConfigError, CurateConfig
 from pipelines.graph import build_dataset, curate_stages
 from pipelines.inputs import InputError, check_inputs, write_todo
 from pipelines.preflight import check_resume, preflight
 from pipelines.progress import CurateProgress
 from pipelines.ray_runtime import current_cluster, ray_session
+
+TIMINGS = "stage_times.jsonl"  # in OUT/.kvid: each stage call's time (pipelines.adapter)
 
 __all__ = ["run_curate", "format_summary", "InputError", "CurateInterrupted"]
 
@@ -143,6 +146,9 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
     progress = CurateProgress(todo_file, n_todo, enabled=show_progress is not False)
     status = "failed"
     ray_start_s = 0.0
+    timings = os.path.join(out, layout.WORK_DIR, TIMINGS)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(timings)  # this run's, not an earlier one's
     try:
         if n_todo:
             t_ray = time.monotonic()
@@ -150,14 +156,14 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
             with ray_session(cfg, os.path.join(out, layout.WORK_DIR)), _sigterm_as_interrupt():
                 ray_start_s = time.monotonic() - t_ray
                 stages = curate_stages(settings, out)
-                _write_all(build_dataset(stages, todo_file, current_cluster()), writer, ledger, state, progress)
+                _write_all(build_dataset(stages, todo_file, current_cluster(), timings), writer, ledger, state, progress)
         writer.close()
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
         with _signals_ignored():
             writer.close()  # the rows that arrived are finished work: commit them
-            summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done, ray_start_s)
+            summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done, ray_start_s, timings)
         raise CurateInterrupted(summary) from None
     except Exception as e:
         full = _disk_full(e, out)
@@ -171,7 +177,7 @@ def _run_locked(cfg: CurateConfig, manifest: dict | None, show_progress: bool | 
         progress.close()
         if status != "interrupted":
             with contextlib.suppress(OSError):  # a full disk must not hide the first error
-                summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done, ray_start_s)
+                summary = _finish(out, manifest, started, t0, status, writer, n_todo, n_done, ray_start_s, timings)
     return summary
 
 
@@ -195,7 +201,7 @@ def _write_all(ds, writer: shards.ShardWriter, ledger: resume.UnitLedger, state:
             progress.row(rec, admitted, source_done)
 
 
-def _finish(out, manifest, started, t0, status, writer, n_run, n_skipped, ray_start_s=0.0) -> dict[str, Any]:
+def _finish(out, manifest, started, t0, status, writer, n_run, n_skipped, ray_start_s=0.0, timings="") -> dict[str, Any]:
     wall = time.monotonic() - t0
     counts = dataset_counts(out)
     run = {
@@ -208,6 +214,8 @@ def _finish(out, manifest, started, t0, status, writer, n_run, n_skipped, ray_st
         "sources_skipped": n_skipped,
         "clips_written": writer.written["clips"],
         "rejects_written": writer.written["rejects"],
+        # Where the time went: per stage, its workers' and their tools' (ffmpeg) CPU seconds.
+        "stages": stage_times(timings) if timings else {},
     }
     runs = [r for r in manifest.get("runs", []) if r.get("started") != started] + [run]
     manifest.update({"status": status, "counts": counts, "runs": runs, "updated": now()})
@@ -226,4 +234,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if c["rejects_by_reason"]:
         lines.append("  rejects by reason: " + ", ".join(f"{k} {v}" for k, v in c["rejects_by_reason"].items()))
+    if summary.get("stages"):
+        lines.append("  CPU seconds by stage: " + ", ".join(
+            f"{name} {t['cpu_s'] + t['tool_cpu_s']:.1f}" for name, t in summary["stages"].items()))
     return "\n".join(lines)

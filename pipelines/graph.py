@@ -44,16 +44,16 @@ def curate_stages(settings: Settings, out_dir: str) -> list[Stage]:
     return [PlanStage(p), AnalyzeStage(p), *dedup, transcode, *model_stages(settings, in_encode)]
 
 
-def add_stages(ds, stages: list[Stage], cluster: Cluster):
+def add_stages(ds, stages: list[Stage], cluster: Cluster, timings: str | None = None):
     for stage in stages:
-        ds = add_stage(ds, stage, cluster)
+        ds = add_stage(ds, stage, cluster, timings)
     return ds
 
 
-def build_dataset(stages: list[Stage], todo_file: str, cluster: Cluster):
-    """todo.jsonl through ``stages`` on Ray Data."""
-    import ray
+def build_dataset(stages: list[Stage], todo_file: str, cluster: Cluster, timings: str | None = None):
+    """todo.jsonl through ``stages`` on Ray Data; each stage call appends its time to ``timings``."""
+    import ray  # only once a graph is built: `kvid --help` and the stages never load Ray
 
     # Read as text: the lines are parsed by us (see pipelines/inputs.write_todo).
     ds = ray.data.read_text(todo_file).map_batches(R.todo_to_batch, batch_format="pyarrow", batch_size=1)
-    return add_stages(ds, stages, cluster)
+    return add_stages(ds, stages, cluster, timings)
