@@ -47,8 +47,6 @@ class CurateParams:
     tmp_dir: str | None = setting(None, "scratch folder for encoded clips (default: system temp)")
     input_cache: InputCache = group(InputCache, "input_cache_", "inputs")  # staged copies of URI sources
     workers: int | None = setting(None, "parallel analyse and transcode tasks (default: one per CPU)", ge=1)
-    ffmpeg_threads: int = setting(
-        0, "threads per ffmpeg process (0 = ffmpeg's choice, measured fastest even with parallel tasks)", ge=0)
     encode_group_s: float = setting(
         30.0, "seconds of kept scenes encoded by one ffmpeg from one decode (a long source's groups run in parallel)",
         gt=0)
@@ -154,7 +152,7 @@ def _apply_rejection(rec: ClipRecord, rejection: Rejection | None) -> ClipRecord
     return rec.reject(rejection.stage, rejection.reason, rejection.message) if rejection else rec
 
 
-def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
+def analyze_work_unit(unit: WorkUnit, params: CurateParams, threads: int = 1) -> list[ClipRecord]:
     """Scene records for one unit: pending clips (status ok, not yet transcoded) and rejects.
     Every record carries ``work_unit_rows`` = the number of records returned."""
     cfg_hash = params.config_hash()
@@ -182,7 +180,7 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
             features = [SignatureFeature(info.fps, params.signature)] if params.signature else []
             result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features,
-                                  threads=params.ffmpeg_threads)
+                                  threads=threads)
     except (AnalysisError, FFmpegError, OSError) as e:
         reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)
         if isinstance(e, FFmpegError) and e.timed_out:
@@ -291,7 +289,7 @@ class FrameTap(Protocol):
         ...
 
 
-def transcode_group(group: list[ClipRecord], info: VideoInfo, params: CurateParams, threads: int = 0,
+def transcode_group(group: list[ClipRecord], info: VideoInfo, params: CurateParams, threads: int = 1,
                     tap_short_side: int | None = None) -> list[ClipFile | None]:
     """Encode the kept scenes of one group from one decode; fills their output fields. When
     the shared encode fails, each scene is tried on its own, so one bad stretch of the source
@@ -335,6 +333,14 @@ def transcode_group(group: list[ClipRecord], info: VideoInfo, params: CuratePara
 # --- the curate stages (see curate/stage.py): what the pipeline runs ----------------------
 
 SCENES = "scenes"  # an encode group row: its kept scenes' rows, beside its "unit"
+# What a task holds is what its tools use: the encode's ffmpeg decodes and encodes with one
+# thread per CPU it holds, so tasks side by side never oversubscribe the cores Ray gives them
+# (x264 spends the same CPU seconds on one thread as on several, without waiting for them).
+TRANSCODE_CPUS = 1
+# The analysis runs two processes in a pipe: ffmpeg decoding (one thread) and Python measuring
+# the frames it sends (scene cuts, statistics, signatures, OCR).
+ANALYZE_DECODE_THREADS = 1
+ANALYZE_CPUS = 1
 PLAN_MEMORY = 64 * 2**20
 ANALYZE_MEMORY = 256 * 2**20  # one decode: small BGR frames, luma samples, per-frame statistics
 TRANSNET_MEMORY = 512 * 2**20  # added to an analysis that runs TransNetV2
@@ -378,13 +384,13 @@ class AnalyzeStage(_CurateStage):
     def placement(self, cluster: Cluster) -> Placement:
         # TransNetV2: torch, the model and 48x27 copies of every frame.
         memory = ANALYZE_MEMORY + (TRANSNET_MEMORY if self.params.analysis.uses_transnet else 0)
-        return Placement(Resources(cpus=1, memory_bytes=memory), workers=self.params.workers)
+        return Placement(Resources(cpus=ANALYZE_CPUS, memory_bytes=memory), workers=self.params.workers)
 
     def one(self, row: Row) -> list[Row]:
         unit = row.get("unit")
         if unit is None:
             return [row]  # a reject from planning: pass it on
-        records = analyze_work_unit(unit, self.params)
+        records = analyze_work_unit(unit, self.params, ANALYZE_DECODE_THREADS)
         groups = [{"unit": unit, SCENES: [rec.to_row() for rec in g]} for g in encode_groups(records, self.params)]
         return [rec.to_row() for rec in records if not rec.ok] + groups
 
@@ -401,7 +407,7 @@ class TranscodeStage(_CurateStage):
         self.frame_tap = frame_tap
 
     def placement(self, cluster: Cluster) -> Placement:
-        return Placement(Resources(cpus=1, memory_bytes=TRANSCODE_MEMORY), workers=self.params.workers)
+        return Placement(Resources(cpus=TRANSCODE_CPUS, memory_bytes=TRANSCODE_MEMORY), workers=self.params.workers)
 
     def one(self, row: Row) -> list[Row]:
         unit = row.get("unit")
@@ -409,7 +415,7 @@ class TranscodeStage(_CurateStage):
             return [row]  # a reject: pass it on
         group = [ClipRecord.from_row(r) for r in row[SCENES]]
         tap = self.frame_tap
-        clips = transcode_group(group, unit.info, self.params, self.params.ffmpeg_threads,
+        clips = transcode_group(group, unit.info, self.params, TRANSCODE_CPUS,
                                 tap.tap_short_side() if tap else None)
         out = []
         for rec, clip in zip(group, clips):

@@ -194,7 +194,7 @@ def test_every_stage_setting_is_a_config_key_and_the_keys_are_unchanged():
         assert key in keys, key
     assert MOTION_FIELDS == ("motion_backend", "motion_size")
     assert {"min_fps", "fps", "crf", "crop_borders", "max_text_area"} <= set(OUTPUT_FIELDS)
-    assert not {"workers", "ffmpeg_threads", "motion_batch_size", "shard_max_mb", "decode_timeout_s"} & set(OUTPUT_FIELDS)
+    assert not {"workers", "encode_group_s", "motion_batch_size", "shard_max_mb", "decode_timeout_s"} & set(OUTPUT_FIELDS)
 
 
 def test_one_value_per_setting_between_the_config_and_the_stages():
