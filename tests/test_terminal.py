@@ -118,7 +118,7 @@ def test_a_second_driver_on_one_folder_is_refused_and_a_dead_ones_lock_is_taken_
 
     # A driver killed while it holds the folder leaves no lock that blocks the next run.
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from curate.shards import OutputLock; OutputLock(sys.argv[1], 'kvid curate').acquire(); "
+        "import sys, time; from curate.output_lock import OutputLock; OutputLock(sys.argv[1], 'kvid curate').acquire(); "
         "print('held', flush=True); time.sleep(600)"), str(out)], stdout=subprocess.PIPE, text=True, env=kvid_env())
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(output_lock.OutputBusy):
