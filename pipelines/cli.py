@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("motion", "pipelines.motion_cmd", "recompute motion scores on shards; compute motion levels"),
         ("caption", "pipelines.caption_cmd", "(re)caption existing shards with a video VLM"),
         ("dedup", "pipelines.dedup_cmd", "reject near-duplicate clips of a curated folder (new version)"),
+        ("export", "pipelines.export_cmd", "write a curated folder as a Lance dataset (index columns + clip bytes)"),
         ("generate", "generate.cli", "Kandinsky Video 1.1: text/image to video from a YAML job file"),
     ):
         p = sub.add_parser(name, help=help_text, add_help=False)
