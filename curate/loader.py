@@ -20,13 +20,15 @@ What it does, in order:
    Clips shorter than ``num_frames / fps`` seconds are left out and counted
    (``skipped_short``).
 2. Each epoch the clips are put in an order (seeded: ``seed`` and the epoch; sorted by clip
-   id when ``shuffle=False``), dealt to ranks (every ``world_size``-th clip from ``rank``)
-   and within a rank to DataLoader workers (every ``num_workers``-th), so each clip is read
-   exactly once per epoch over all ranks and workers.
-3. With ``batch_size``, each worker fills the buckets of ``curate.buckets.Buckets`` in that
-   order from the index alone (nothing decoded) and emits a batch when a bucket holds
-   ``batch_size`` clips; at the end of the epoch the partly filled buckets come out as
-   smaller batches (``drop_last=True`` drops them instead, counted in ``dropped``).
+   id when ``shuffle=False``) and dealt to ranks (every ``world_size``-th clip from
+   ``rank``); within a rank, items are dealt to DataLoader workers in turn (item j to
+   worker j % num_workers), so each clip is read exactly once per epoch over all ranks and
+   workers, and a DataLoader (which takes from its workers in turn) yields the rank's order.
+3. With ``batch_size``, the rank's clips fill the buckets of ``curate.buckets.Buckets`` in
+   that order, from the index alone (nothing decoded), and a batch is made when a bucket
+   holds ``batch_size`` clips; at the end of the epoch the partly filled buckets come out as
+   smaller batches (``drop_last=True`` drops them instead, counted in ``dropped``). Ranks
+   may get different numbers of batches.
 4. A clip's bytes are read from its shard by the index's offset and size
    (``curate.shards.read_clip_bytes``, no tar scan) and only the frames needed are decoded.
    ``num_frames`` frames at ``fps`` from a start frame chosen by ``window`` ("random":
@@ -233,10 +235,12 @@ class ClipDataset(IterableDataset):
         return np.random.default_rng([self.seed, epoch]).permutation(n)
 
     def units(self, epoch: int, worker: int = 0, num_workers: int = 1) -> list[list[int]]:
-        """What one worker of this rank reads in ``epoch``: lists of row numbers, one per item."""
-        mine = self.order(epoch)[self.rank :: self.world_size][worker::num_workers]
+        """What one worker of this rank reads in ``epoch``: lists of row numbers, one per item.
+        Batches are made from the whole rank's share and dealt to its workers in turn, so
+        workers do not split buckets (fewer part-filled batches)."""
+        mine = self.order(epoch)[self.rank :: self.world_size]
         if self.batch_size is None:
-            return [[int(i)] for i in mine]
+            return [[int(i)] for i in mine[worker::num_workers]]
         open_: dict[tuple[int, ...], list[int]] = {}
         units = []
         for i in mine:
@@ -250,7 +254,7 @@ class ClipDataset(IterableDataset):
             self.dropped = sum(len(g) for g in rest)
         else:
             units += rest
-        return units
+        return units[worker::num_workers]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
