@@ -304,13 +304,16 @@ class ClipDataset(IterableDataset):
         digest = hashlib.sha256(f"{self.seed}:{self.epoch}:{row['clip_id']}".encode()).digest()
         return int.from_bytes(digest[:8], "little") % (room + 1)
 
-    def load_clip(self, row: dict[str, Any], size: tuple[int, int] | None = None) -> dict[str, Any]:
-        """One clip's item (raises when its bytes do not decode)."""
+    def clip_frame_indices(self, row: dict[str, Any]) -> list[int]:
+        """The clip frames this epoch's item of ``row`` is made of."""
         clip_fps = float(row["fps"] or 24.0)
         clip_frames = int(row["num_frames"] or math.floor((row["duration_s"] or 0.0) * clip_fps))
         span = window_span(clip_fps, self.num_frames, self.fps)
-        start = self._start_frame(row, span, clip_frames)
-        indices = frame_indices(clip_fps, self.num_frames, self.fps, start)
+        return frame_indices(clip_fps, self.num_frames, self.fps, self._start_frame(row, span, clip_frames))
+
+    def load_clip(self, row: dict[str, Any], size: tuple[int, int] | None = None) -> dict[str, Any]:
+        """One clip's item (raises when its bytes do not decode)."""
+        indices = self.clip_frame_indices(row)
         frames = decode_frames(shards.read_clip_bytes(self.folder, row), indices)
         item: dict[str, Any] = {"video": resize_frames(frames, self.short_side, size),
                                 "frame_indices": torch.tensor(indices, dtype=torch.int64)}

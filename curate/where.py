@@ -2,8 +2,8 @@
 
     motion_score > 2 and duration_s >= 4
     width >= 1280 or not (aspect_ratio < 1)
-    caption_model == "none" and source_fps in (24, 25, 30)   # (source_fps is not a column: an error)
-    caption is not None
+    src_fps in (24, 25, 30) and 2 <= duration_s < 8
+    caption is not None and codec == "h264"
 
 The text is parsed with ``ast`` and only these forms are accepted: column names, numbers,
 strings, True/False/None, tuples or lists of those (for ``in``), comparisons (``== != < <= >
@@ -106,8 +106,6 @@ class _Builder:
     def operand(self, node: ast.AST):
         """A column expression, or a Python constant."""
         if isinstance(node, ast.Name):
-            if node.id in ("True", "False", "None"):  # only on very old Pythons
-                return {"True": True, "False": False, "None": None}[node.id]
             return self.column(node)
         return self.literal(node)
 

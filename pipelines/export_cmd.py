@@ -91,7 +91,7 @@ def clip_batches(folder: str, table: pa.Table) -> Iterator[pa.RecordBatch]:
 def export_lance(folder: str, dest: str, where: str | None = None) -> dict:
     lance = import_lance()
     try:
-        table = read_selection(folder, where)
+        table = read_selection(folder, where, list(schema.COLUMNS))  # parts of older kvids: new columns null
     except ClipFolderError as e:
         raise ConfigError(str(e)) from None
     if os.path.lexists(dest):
