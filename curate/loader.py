@@ -51,16 +51,19 @@ Call ``set_epoch(e)`` before each epoch for a new order (not seen by persistent 
 
 Decoder: torchcodec (``VideoDecoder(..., seek_mode="approximate").get_frames_at``), PyTorch's
 own, chosen after measuring it beside PyAV in ``bench/loader.py`` (CPU, one thread each, the
-same 16 frames of the same 24 clips, the same resize): the two decode at the same rate
-(torchcodec 1.02x PyAV's clips/s, PyAV decoding in order up to the last frame needed and
-converting only the kept ones), so the choice rests on the rest: torchcodec returns torch
-tensors by frame index with no decode loop of ours, seeks to the keyframe before a window
-in a longer clip (a PyAV loop would need its own seek logic), and can decode on NVDEC
-(``device="cuda"``) where a GPU is. Its in-decoder ``Resize`` was slower (0.93x) than
-decoding at full size and resizing with ``torch.nn.functional.interpolate``, so frames are
-resized with torch. Costs: torchcodec uses the system's FFmpeg libraries (install.sh
-installs ffmpeg) and its version must suit torch's (torchcodec >= 0.12 for torch >= 2.11);
-it is the ``loader`` extra.
+frames this loader takes from 12 clips of 4-10 s at 360p-1080p, the same resize; on a shared
+2-core VM, bench/results/loader-vm*.json). On clips as kvid writes them (x264's keyframe
+interval of 250 frames) they decode at the same rate: torchcodec 1.02x PyAV (decoding in
+order up to the last frame needed, converting only the kept ones); PyAV that also skips the
+frames no other frame refers to before the window was 1.12x torchcodec. With a keyframe
+every 2 s torchcodec was 1.19x PyAV: it seeks to the keyframe before a window by itself.
+So torchcodec: the same speed with no decode loop of ours (frames by index, seeking,
+frame-accurate), and NVDEC decoding (``device="cuda"``) where there is a GPU; the 1.12x of a
+hand-written skip loop did not pay for owning one. Its in-decoder ``Resize`` was slower
+(torch's resize 1.10x it), so frames are decoded at full size and resized with
+``torch.nn.functional.interpolate``. Costs: torchcodec uses the system's FFmpeg libraries
+(install.sh installs ffmpeg) and its version must suit torch's (torchcodec >= 0.12 for
+torch >= 2.11); it is the ``loader`` extra.
 """
 
 from __future__ import annotations
