@@ -138,6 +138,19 @@ def decode_frames(mp4: bytes, indices: list[int]) -> torch.Tensor:
     return decoder.get_frames_at([min(i, last) for i in indices]).data
 
 
+def require_decoder() -> None:
+    """torchcodec is the ``loader`` extra: without it (or without the FFmpeg libraries it
+    loads) say so once, at the start, rather than skip every clip as undecodable."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except ImportError:
+        raise ClipDatasetError("ClipDataset decodes with torchcodec, which is not installed: "
+                               "pip install 'kvid[loader]' (or pip install torchcodec, a version made for your torch)") from None
+    except (OSError, RuntimeError) as e:
+        raise ClipDatasetError(f"torchcodec does not load ({str(e).splitlines()[0][:200]}): it needs FFmpeg's libraries "
+                               "(apt-get install ffmpeg) and a version made for your torch") from None
+
+
 def _default_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None and world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -199,6 +212,7 @@ class ClipDataset(IterableDataset):
         self.buckets = buckets or Buckets()
         self.drop_last, self.shuffle, self.seed, self.window = drop_last, shuffle, int(seed), window
         self.rank, self.world_size = _default_rank(rank, world_size)
+        require_decoder()
 
         columns = [c for c in schema.COLUMNS if c not in OMITTED_COLUMNS]
         table = read_selection(folder, where, columns)

@@ -4,6 +4,7 @@ workers, resuming, buckets, and what is skipped."""
 
 from __future__ import annotations
 
+import sys
 import tarfile
 
 import pytest
@@ -97,6 +98,13 @@ def test_missing_or_foreign_folder_is_one_clear_error(tmp_path):
     (tmp_path / "videos").mkdir()
     with pytest.raises(ClipFolderError, match="is not a kvid folder"):
         ClipDataset(str(tmp_path / "videos"), T, FPS, SIDE)
+
+
+def test_missing_decoder_is_one_clear_error(clip_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # import torchcodec raises ImportError
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
+    with pytest.raises(ClipDatasetError, match=r"torchcodec, which is not installed: pip install 'kvid\[loader\]'"):
+        ClipDataset(clip_dir, T, FPS, SIDE)
 
 
 def test_short_and_undecodable_clips_are_skipped_and_counted(clip_dir, monkeypatch, caplog):
