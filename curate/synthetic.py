@@ -358,7 +358,7 @@ def clip_folder(out_dir: str, clips: list[dict], clips_per_shard: int = 4) -> li
     from curate import shards
     from curate.schema import ClipRecord
 
-    writer = shards.ShardWriter(out_dir, max_clips=clips_per_shard)
+    writer = shards.ShardWriter(out_dir, shards.ShardParams(max_clips=clips_per_shard))
     for c in clips:
         fields = {k: v for k, v in c.items() if k != "mp4"}
         fields.setdefault("fps", 24.0)

@@ -25,7 +25,7 @@ import os
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate import schema, shards
+from curate import layout, schema, shards
 
 
 class ClipFolderError(ValueError):
@@ -179,8 +179,8 @@ def read_selection(folder: str, where: str | None = None, columns: list[str] | N
     expr = None if where is None else parse_where(where)
     if not os.path.isdir(folder):
         raise ClipFolderError(f"{folder}: no such folder")
-    if not os.path.isdir(os.path.join(folder, shards.INDEX)):
-        raise ClipFolderError(f"{folder} is not a kvid folder (it has no {shards.INDEX}/): "
+    if not os.path.isdir(os.path.join(folder, layout.INDEX)):
+        raise ClipFolderError(f"{folder} is not a kvid folder (it has no {layout.INDEX}/): "
                               "give the --out folder of `kvid curate`")
     table = shards.read_index(folder, columns)
     if expr is None:
