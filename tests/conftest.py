@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # Fixture modules shared by several test files (their helpers are imported by name).
-pytest_plugins = ["caption_fixtures", "generate_fixtures", "motion_fixtures"]
+pytest_plugins = ["caption_fixtures", "generate_fixtures", "loader_fixtures", "motion_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = Path(os.environ.get("KVID_TEST_VIDEOS", ROOT.parent / "shared" / "data" / "videos"))
