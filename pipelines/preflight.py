@@ -16,7 +16,7 @@ import os
 
 from caption.errors import CaptionModelError
 from caption.model_files import inspect_model
-from curate import layout
+from curate import layout, shards
 from curate.transitions import TransitionModelError, weights_path
 from motion.backends import MotionError
 from pipelines.config import ConfigError, CurateConfig, resume_problem
@@ -75,10 +75,21 @@ def preflight(cfg: CurateConfig) -> None:
 
 def check_resume(cfg: CurateConfig, manifest: dict | None) -> None:
     """Refuse to curate ``cfg`` into a folder written with other clip-defining settings or
-    other motion score units (the manifest records those of `kvid motion recompute` too)."""
+    other motion score units (the manifest records those of `kvid motion recompute` too), or
+    whose clips were made another way (their config hash: another kvid version makes them
+    differently, and the ids of a resumed part would not match the ones committed)."""
     problem = resume_problem(cfg, manifest)
     if problem:
         raise ConfigError(problem)
+    if manifest and cfg.out:
+        committed = {h for h in shards.read_index(cfg.out, ["config_hash"]).column("config_hash").to_pylist() if h}
+        committed |= {h for h in shards.read_rejects(cfg.out, ["config_hash"]).column("config_hash").to_pylist() if h}
+        ours = cfg.curate_params().config_hash()
+        if committed and ours not in committed:
+            raise ConfigError(
+                f"{cfg.out} holds clips made another way (config hash {', '.join(sorted(committed))}, this kvid makes "
+                f"{ours}: another kvid version or other settings); resuming would give the same scenes new ids: "
+                "use a new --out folder")
 
 
 def require_kvid_folder(path: str) -> None:

@@ -225,3 +225,26 @@ def test_motion_units_compare_what_the_scores_mean(before, after, mixed):
     cfg = CurateConfig(inputs=["x"], out="o", caption_model="none", **after)
     manifest = {"config": {**cfg.model_dump(), **before} if before else {"fps": cfg.fps}}
     assert (resume_problem(cfg, manifest) is not None) == mixed
+
+
+def test_resume_refuses_clips_made_another_way(tmp_path):
+    """A folder whose committed clips carry another config hash (another kvid version hashed
+    or made them differently) is refused: the resumed part would give its scenes new ids."""
+    from curate import shards
+    from curate.manifest import write_manifest
+    from curate.schema import ClipRecord
+
+    out = tmp_path / "out"
+    cfg = build_config({}, {"inputs": ["x.mp4"], "out": str(out), "motion_backend": "none", "caption_model": "none"})
+    manifest = {"config": cfg.model_dump(), "runs": []}
+    writer = shards.ShardWriter(str(out))
+    writer.add(ClipRecord("c1", config_hash="an-older-scheme").reject("filter", "too_short", "short"))
+    writer.close()
+    write_manifest(str(out), manifest)
+    with pytest.raises(ConfigError, match="made another way .*an-older-scheme.*use a new --out"):
+        check_resume(cfg, manifest)
+    ours = cfg.curate_params().config_hash()
+    writer = shards.ShardWriter(str(out), first_seq=1)
+    writer.add(ClipRecord("c2", config_hash=ours).reject("filter", "too_short", "short"))
+    writer.close()
+    check_resume(cfg, manifest)  # the folder also holds clips made this way: a resume of this run
