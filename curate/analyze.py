@@ -10,6 +10,7 @@ ffmpeg decodes the source once and splits it in its filter graph into
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Sequence
@@ -49,8 +50,9 @@ class AnalysisParams:
     timeout_per_s: float = 2.0
     min_decoded_fraction: float = 0.9  # a decode that fails later than this keeps its scenes
     # With a PySceneDetect detector: TransNetV2 finds gradual transitions too (their frames
-    # belong to no clip). The transnetv2 detector always does.
-    transitions: bool = False
+    # belong to no clip), on the frames its cascade proposes (curate/transitions.py). The
+    # transnetv2 detector always does, on every frame.
+    transitions: bool = True
     transition: TransitionParams = field(default_factory=TransitionParams)
     scene_filters: SceneFilterParams = field(default_factory=SceneFilterParams)
 
@@ -153,7 +155,11 @@ def analyze_unit(
     full_features = [feat for f, feat in built if f.frames == "full"]
     measured_now = [feat for f, feat in built if not f.deferred] + list(features)
     deferred = {f.name: feat for f, feat in built if f.deferred}
-    transnet = TransNetFrames(params.transition) if params.uses_transnet else None
+    transnet = None
+    if params.uses_transnet:
+        # As the detector, TransNetV2 also finds the hard cuts: it reads every frame.
+        full = params.detector == "transnetv2"
+        transnet = TransNetFrames(dataclasses.replace(params.transition, cascade=False) if full else params.transition)
     if transnet is not None:
         small_features.append(transnet)
         measured_now.append(transnet)

@@ -303,7 +303,7 @@ class AnalyzeStage(_CurateStage):
 
     def __init__(self, params: CurateParams):
         super().__init__(params)
-        if params.analysis.uses_transnet:  # TransNetV2: torch, the model and 48x27 copies of every frame
+        if params.analysis.uses_transnet:  # TransNetV2: the network and 48x27 copies of every frame
             self.resources = Resources(cpus=1, memory_bytes=ANALYZE_MEMORY + TRANSNET_MEMORY)
 
     def one(self, row: Row) -> list[Row]:

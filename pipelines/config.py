@@ -43,7 +43,7 @@ OUTPUT_FIELDS = (
     "border_black_level", "border_min_px", "border_samples_per_s", "min_duration_s", "min_area",
     "min_side", "min_fps", "max_fps", "max_side", "fps", "max_short_side", "codec", "crf",
     "preset", "chunk_s", "reject_decode_errors",
-    "transitions", "transition_threshold", "transition_extend_threshold",
+    "transitions", "transition_threshold", "transition_extend_threshold", "transition_cascade",
     *(s.key for s in scene_filters.settings()),  # every per-scene filter setting decides which clips exist
 )
 # Fields that decide the units of the motion scores (which flow method, at which size).
@@ -114,6 +114,11 @@ class _CurateConfigBase(BaseModel):
     transition_extend_threshold: float = Field(
         TransitionParams.extend_threshold, gt=0, lt=1,
         description="a transition extends over neighbouring frames above this probability (faint fade frames)",
+    )
+    transition_cascade: bool = Field(
+        TransitionParams.cascade,
+        description="TransNetV2 verifies only the frames cheap statistics propose (blends, fades); "
+                    "--no-transition-cascade runs it on every frame",
     )
     transnet_device: str = Field(TransitionParams.device, description="TransNetV2 device: auto, cpu, cuda or cuda:N")
 
@@ -282,7 +287,8 @@ class _CurateConfigBase(BaseModel):
                 timeout_s=self.decode_timeout_s,
                 transitions=self.transitions,
                 transition=TransitionParams(threshold=self.transition_threshold,
-                                             extend_threshold=self.transition_extend_threshold, device=self.transnet_device),
+                                             extend_threshold=self.transition_extend_threshold, device=self.transnet_device,
+                                             cascade=self.transition_cascade),
                 scene_filters=SceneFilterParams.from_settings(self.model_dump()),
             ),
             filters=FilterParams(**self.args_for(FilterParams)),
