@@ -253,8 +253,12 @@ def analyze_unit(
         own = [p for p in profiles if sc.start_frame <= p.frame_index < sc.end_frame]
         crop = detect_crop(own, info.width, info.height, params.border) if params.borders else Crop(0, 0, info.width, info.height)
         stats: dict[str, Any] = {}
+        box = (crop.x, crop.y, crop.w, crop.h)
         for feature in measured_now:
-            stats.update(feature.scene_stats(sc.start_frame, sc.end_frame))
+            if getattr(feature, "cropped", False):  # measures the picture inside the crop (the signature)
+                stats.update(feature.scene_stats(sc.start_frame, sc.end_frame, box))
+            else:
+                stats.update(feature.scene_stats(sc.start_frame, sc.end_frame))
         scenes.append(
             SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop,
                       transition=sc.transition, stats=stats)

@@ -171,7 +171,7 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
         with staged(unit.source, params.input_cache) as local:
             info = dataclasses.replace(info, path=local)
             clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
-            features = [SignatureFeature(info.fps, params.signature)] if params.signature else []
+            features = [SignatureFeature(info.fps, params.signature, (info.width, info.height))] if params.signature else []
             result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features)
     except (AnalysisError, FFmpegError, OSError) as e:
         reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)

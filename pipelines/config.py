@@ -195,7 +195,7 @@ class _CurateConfigBase(BaseModel):
 
     # Near-duplicates (curate/dedup.py; every clip's signature is stored either way).
     dedup: bool = Field(
-        False, description="reject near-duplicate scenes (of this run's clips and those already in --out) before encoding"
+        True, description="reject near-duplicate scenes (of this run's clips and those already in --out) before encoding"
     )
     dedup_max_distance: float = Field(
         MatchParams.max_distance, ge=0, le=64, description="mean differing signature bits (of 64) per aligned frame of copies"

@@ -1,6 +1,6 @@
-"""Near-duplicate clips: the stage of `kvid curate --dedup` (``curate.dedup.DedupStage``,
-between analysis and transcode, fed here with the output folder's clips) and `kvid dedup
-DIR` on an existing dataset.
+"""Near-duplicate clips: the stage of `kvid curate` (on by default, `--no-dedup` turns it
+off; ``curate.dedup.DedupStage``, between analysis and transcode, fed here with the output
+folder's clips) and `kvid dedup DIR` on an existing dataset.
 
 Which copy is kept: during a run, a clip already in the output folder, else the first to
 arrive; `kvid dedup DIR` sees every clip at once and keeps the best by the rule of
@@ -46,7 +46,7 @@ def signed_rows(out_dir: str) -> list[dict]:
 
 
 def dedup_stage(cfg: CurateConfig) -> DedupStage:
-    """The dedup stage of `kvid curate --dedup`, with the output folder's clips read here on
+    """The dedup stage of `kvid curate`, with the output folder's clips read here on
     the driver (a worker's node may not see the folder)."""
     return DedupStage([r for r in signed_rows(cfg.out) if r["signature"]], cfg.match_params())
 

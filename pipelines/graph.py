@@ -2,7 +2,7 @@
 
     todo.jsonl --plan (probe, split long videos)--> units
                --analyse (one decode: scenes, borders, per-scene statistics, filters)--> scenes
-               --dedup (--dedup: near copies of kept clips become rejects)--> scenes
+               --dedup (on by default: near copies of kept clips become rejects)--> scenes
                --transcode (one ffmpeg per kept scene)--> clips
                --motion (actor pool: GPU when there is one)--> scored clips
                --caption prep (CPU actors) --> caption (actor pool)--> captioned clips
@@ -113,7 +113,7 @@ def build_dataset(cfg: CurateConfig, todo_file: str):
     workers = cfg.workers or cluster_cpus()
     # Read as text: the lines are parsed by us (see pipelines/inputs.write_todo).
     ds = ray.data.read_text(todo_file).map_batches(R.todo_to_batch, batch_format="pyarrow", batch_size=1)
-    # Near copies (--dedup) become rejects between analysis and the encode: never encoded.
+    # Near copies (on by default, --no-dedup) become rejects between analysis and the encode: never encoded.
     dedup = [dedup_stage(cfg)] if cfg.dedup else []
     ds = add_stages(ds, [PlanStage(params), AnalyzeStage(params), *dedup, TranscodeStage(params)], workers)
     return add_stages(ds, model_stages(cfg), workers)
