@@ -71,7 +71,11 @@ def videos(tmp_path_factory) -> dict[str, tuple[str, tuple[int, int] | None]]:
     lines = ["Burnt-in subtitles", "over the picture"]
     synthetic.subtitled_video(p("subtitled.mp4"), lines, fontsize=56, duration_s=3, fps=FPS)
     synthetic.subtitled_video(p("clean.mp4"), [], fontsize=56, duration_s=3, fps=FPS)
-    for name in ("still", "frozen", "moving", "grey", "red", "subtitled", "clean"):
+    # One line of title, about 3% of the frame, over a moving picture; and text that belongs
+    # to the scene: signs on a picture the camera pans across.
+    synthetic.title_video(p("title.mp4"), "COMING THIS WINTER", fontsize=24, fps=FPS)
+    synthetic.scene_text_video(p("signs.mp4"), [("EXIT 12", 300, 90), ("No 7", 700, 220)], fontsize=24, fps=FPS)
+    for name in ("still", "frozen", "moving", "grey", "red", "subtitled", "clean", "title", "signs"):
         out[name] = (p(f"{name}.mp4"), None)
     return out
 
@@ -238,6 +242,22 @@ def test_burnt_in_subtitles_are_rejected_text_and_the_clean_video_kept(videos):
     assert subtitled.reject_reason == schema.REASON_TEXT, subtitled
     assert subtitled.scene_stats["text.area"] > 0.18
     assert clean.ok and clean.scene_stats["text.area"] < 0.1, clean
+
+
+def test_a_one_line_title_of_three_percent_is_rejected_text_at_defaults(videos):
+    p = CurateParams(filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0))
+    title = _only(videos["title"][0], p)
+    assert title.reject_reason == schema.REASON_TEXT, title
+    assert 0.02 < title.scene_stats["text.overlay_area_max"] < 0.05  # the title's line, about 3%
+    assert title.scene_stats["text.area"] < TextParams().max_text_area  # the old rule (10%) kept it
+
+
+def test_text_that_moves_with_the_picture_is_kept_at_defaults(videos):
+    p = CurateParams(filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0))
+    signs = _only(videos["signs"][0], p)
+    assert signs.ok, signs
+    assert signs.scene_stats["text.area_max"] > 0.01  # the detector sees the signs ...
+    assert signs.scene_stats["text.overlay_area_max"] == 0.0  # ... as text of the scene, not overlaid
 
 
 def test_every_registered_filter_has_params_and_a_reason():
