@@ -86,7 +86,7 @@ def scene_filter_summary(index: list[dict], rejects: list[dict]) -> dict:
     scenes = [r for r in index + rejects if r.get("scene_index") is not None]
     counts = {}
     for name, reason in scene_filter_reasons().items():
-        prefix = "transnet." if name == "transition" else name + "."
+        prefix = "transnet.max" if name == "transition" else name + "."  # transnet.max: the network looked
         measured = sum(1 for r in scenes if any(k.startswith(prefix) for k in _stats(r)))
         counts[name] = {"measured": measured, "rejected": sum(1 for r in rejects if r["reject_reason"] == reason)}
     names = sorted({k for r in scenes for k in _stats(r)})
@@ -346,6 +346,8 @@ SETTINGS_SHOWN = (
     ("filters", ("min_duration_s", "min_area", "min_side", "min_fps", "max_fps", "max_side")),
     ("scenes", ("scene_detector", "scene_threshold", "min_scene_len_s")),
     ("borders", ("crop_borders", "border_black_level", "border_min_px")),
+    ("cleaning", ("transitions", "transition_cascade", "dedup", "dedup_max_distance", "max_text_area",
+                  "max_overlay_area", "static_filter", "flat_filter")),
     ("output", ("fps", "max_short_side", "codec", "crf", "preset")),
     ("motion and captions", ("motion_backend", "motion_size", "caption_model")),
 )
