@@ -77,7 +77,7 @@ class TransitionParams:
     verify_margin_fraction: float = 0.5  # ... plus this fraction of the proposed run's length
     grow_above: float = 0.05  # a window whose first or last frame is above this probability grows
     verify_context: int = 16  # context frames on each side of a verification window
-    max_window: int = 160  # frames predicted per window at most (longer spans take several: bounded memory)
+    max_window: int = 100  # frames predicted per window at most (longer spans take several: ~300 MB at most)
     # The cascade's windows are shorter than the full pass's, and its transitions end about a
     # frame short of the full pass's at their faint ends: one more frame is dropped on each side.
     cascade_extra_margin: int = 1
