@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 FPS = 30
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 BAD_LABELS = ("transition", "static", "flat", "text")
@@ -118,14 +118,14 @@ def _specs() -> dict[str, tuple[tuple[int, int], str, list[tuple]]]:
         f"{_src('bars', w, h, 5)}[b];[t][b]concat=n=2:v=1:a=0[v]"
     ), [(0, 5, "text"), (5, 10, "scene")])
 
-    # Re-uploads of synth_moving_540p's first two scenes: one letterboxed (bars added,
-    # rescaled, re-encoded), one rescaled and re-encoded.
+    # Re-uploads: synth_moving_540p's second scene letterboxed (bars added, rescaled,
+    # re-encoded), synth_title's second scene rescaled and re-encoded.
     specs["synth_reupload_letterbox"] = ((w, h), (
-        f"{_src('life', 960, 540, 5)},scale={w}:270,pad={w}:{h}:0:45:black,setsar=1[v]"
-    ), [(0, 5, "scene", ("synth_moving_540p", 0.0))])
-    specs["synth_reupload_rescaled"] = ((w, h), (
-        f"{_src('cellauto', 960, 540, 5)},scale={w}:{h},setsar=1[v]"
+        f"{_src('cellauto', 960, 540, 5)},scale={w}:270,pad={w}:{h}:0:45:black,setsar=1[v]"
     ), [(0, 5, "scene", ("synth_moving_540p", 5.0))])
+    specs["synth_reupload_rescaled"] = ((960, 540), (
+        f"{_src('bars', w, h, 5)},scale=960:540,setsar=1[v]"
+    ), [(0, 5, "scene", ("synth_title", 5.0))])
     return specs
 
 

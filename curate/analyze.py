@@ -129,6 +129,20 @@ def _analysis_size(width: int, height: int, target_width: int) -> tuple[int, int
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
+def _worth_verifying(cuts: list[int], first: int, last: int, min_frames: int, filters: Sequence[Any]) -> np.ndarray:
+    """Per frame of the unit: whether it lies between two cuts where some stretch could still
+    become a kept clip: long enough, and passing every cheap filter that can tell
+    (``could_pass``: some stretch of at least ``min_frames`` frames with a picture, not
+    frozen). A transition carved out of a stretch that fails them only splits one reject into
+    smaller ones, so the network is not asked there."""
+    worth = np.zeros(last - first, bool)
+    bounds = [first, *[c for c in sorted(set(cuts)) if first < c < last], last]
+    for a, b in zip(bounds, bounds[1:]):
+        if b - a >= min_frames and all(f.could_pass(a, b, min_frames) for f in filters if hasattr(f, "could_pass")):
+            worth[a - first : b - first] = True
+    return worth
+
+
 def analyze_unit(
     info: VideoInfo,
     first_frame: int,
@@ -136,10 +150,14 @@ def analyze_unit(
     params: AnalysisParams,
     clock: FrameClock,
     features: Sequence[FrameFeature] = (),
+    min_duration_s: float | None = None,
 ) -> UnitAnalysis:
     """Decode frames [first_frame, end_frame) of ``info.path`` once; find scenes and crops.
 
-    ``end_frame`` None reads to the end of the stream. Raises AnalysisError.
+    ``end_frame`` None reads to the end of the stream. ``min_duration_s``: the shortest scene
+    the filters keep; given, the transition cascade leaves alone the stretches between cuts
+    that no cutting can turn into a kept clip (module doc of curate/transitions.py). Raises
+    AnalysisError.
     """
     aw, ah = _analysis_size(info.width, info.height, params.analysis_width)
     every = max(1, int(round(info.fps / params.border_samples_per_s)))
@@ -245,7 +263,11 @@ def analyze_unit(
     cuts = detector.cuts() if detector is not None else []
     gradual: list[tuple[int, int]] = []
     if transnet is not None:
-        net_cuts, gradual = transnet.run()
+        worth = None
+        if transnet.params.cascade and detector is not None and min_duration_s is not None:
+            worth = _worth_verifying(cuts, first_frame, last, max(1, int(round(min_duration_s * info.fps))),
+                                     [feat for f, feat in built if not f.deferred])
+        net_cuts, gradual = transnet.run(worth)
         if detector is None:
             cuts = net_cuts
     scenes = []

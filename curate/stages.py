@@ -172,7 +172,8 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams) -> list[ClipRecord]:
             info = dataclasses.replace(info, path=local)
             clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
             features = [SignatureFeature(info.fps, params.signature, (info.width, info.height))] if params.signature else []
-            result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features)
+            result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features,
+                                  params.filters.min_duration_s)
     except (AnalysisError, FFmpegError, OSError) as e:
         reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)
         if isinstance(e, FFmpegError) and e.timed_out:

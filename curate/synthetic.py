@@ -221,14 +221,16 @@ def transition_video(
     fps: float = 25,
     size: tuple[int, int] = (320, 180),
     enc: Encoding = Encoding(),
+    b_source: str = "testsrc2=size={w}x{h}:rate={fps}",
 ) -> tuple[int, int]:
     """Two different scenes joined by an ffmpeg ``xfade`` transition (dissolve, fade =
     through black, wipeleft, ...) of ``length`` frames. Returns the blended frames
     [start, end): every frame outside is pure scene A (before) or pure scene B (after); the
-    transition's first frame, at progress 0, is still pure A."""
+    transition's first frame, at progress 0, is still pure A. ``b_source``: scene B's lavfi
+    source (testsrc2 carries a timecode: an overlaid line of text)."""
     w, h = size
     a = f"mandelbrot=size={w}x{h}:rate={fps}"
-    b = f"testsrc2=size={w}x{h}:rate={fps}"
+    b = b_source.format(w=w, h=h, fps=fps)
     n_a, n_b = before + length, length + after
     graph = (f"[0:v]trim=end_frame={n_a},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[a];"
              f"[1:v]trim=end_frame={n_b},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[b];"

@@ -25,7 +25,10 @@ Each run of proposed frames, widened by ``verify_margin``, is predicted in one w
 first or last frame, as in the full pass); a window whose first or last predicted frame is
 still above ``extend_threshold`` grows by ``extend_step`` and is predicted again, so a
 verified transition is never cut short by its window. Frames never sent to the network
-count as probability 0. Nothing depends on the device: the proposals are NumPy arithmetic
+count as probability 0. The analysis asks only where a transition could change a kept clip:
+between two cuts where some stretch of the minimum scene length could pass the cheap
+filters (not flat, not frozen); elsewhere carving a transition out would only split a
+reject. Nothing depends on the device: the proposals are NumPy arithmetic
 on the CPU, the windows follow from them, and the network is the same float32 arithmetic
 on either engine (NumPy on CPU, ``curate/transnet_np.py``; PyTorch with TF32 off on CUDA).
 """
@@ -355,13 +358,18 @@ class TransNetFrames:
         small = cv2.resize(frame_bgr, (INPUT_W, INPUT_H), interpolation=cv2.INTER_AREA)
         self.frames.append(frame_index, cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
 
-    def run(self) -> tuple[list[int], list[tuple[int, int]]]:
-        """Predict (after the last push); returns (hard cuts, gradual transitions)."""
+    def run(self, worth: np.ndarray | None = None) -> tuple[list[int], list[tuple[int, int]]]:
+        """Predict (after the last push); returns (hard cuts, gradual transitions). ``worth``
+        (cascade only): per frame, whether a transition there could change a kept clip;
+        proposals elsewhere are not verified."""
         values = self.frames.values
         frames = np.stack(values) if values else np.zeros((0, INPUT_H, INPUT_W, 3), np.uint8)
         self.frames.values = []
         if self.params.cascade:
-            self.many, self.checked = verify(frames, propose(frames, self.params), self.params)
+            proposed = propose(frames, self.params)
+            if worth is not None:
+                proposed &= worth[: len(proposed)]
+            self.many, self.checked = verify(frames, proposed, self.params)
             ctx = 2 * self.params.verify_context
             self.frames_in = int(self.checked.sum()) + ctx * _runs(self.checked)
         else:

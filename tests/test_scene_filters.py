@@ -61,6 +61,11 @@ def videos(tmp_path_factory) -> dict[str, tuple[str, tuple[int, int] | None]]:
         "fadeblack": (p("fadeblack.mp4"),
                       synthetic.transition_video(p("fadeblack.mp4"), "fadeblack", 60, 60, 30, FPS, SMALL)),
     }
+    # The same, into a picture without text (testsrc2's timecode is an overlay the text filter takes)
+    notext = "rgbtestsrc=size={w}x{h}:rate={fps},rotate=a=0.4*t:c=blue"
+    for kind, length in (("dissolve", 25), ("fadeblack", 30)):
+        span = synthetic.transition_video(p(f"{kind}_notext.mp4"), kind, 60, 60, length, FPS, SMALL, b_source=notext)
+        out[f"{kind}_notext"] = (p(f"{kind}_notext.mp4"), span)
     synthetic.scene_video(p("cuts.mp4"), [40, 50, 35], fps=FPS, size=SMALL)
     out["cuts"] = (p("cuts.mp4"), None)
     synthetic.frozen_video(p("still.mp4"), 0, 3, FPS, SMALL)  # a still image encoded as video
@@ -141,7 +146,7 @@ def test_no_kept_clip_contains_a_transition_frame(videos, name, detector, transi
         assert all(r.scene_stats.get("transnet.max", 0.0) < 0.5 for r in kept)
 
 
-@pytest.mark.parametrize("name", ["dissolve", "fadeblack"])
+@pytest.mark.parametrize("name", ["dissolve_notext", "fadeblack_notext"])
 def test_defaults_leave_no_blended_frame_in_any_clip(videos, name):
     # Every default: transitions on (the cascade), every filter on, near-duplicate signatures.
     path, (a, b) = videos[name]
@@ -155,6 +160,27 @@ def test_defaults_leave_no_blended_frame_in_any_clip(videos, name):
     assert gap.scene_stats["transnet.checked"] == 1.0  # the network saw every frame it removed
     # ... and not every frame of the video: the scenes away from the transition were not sent.
     assert min(r.scene_stats["transnet.checked"] for r in kept) < 0.8
+
+
+def test_the_cascade_leaves_alone_what_cannot_become_a_clip(tmp_path):
+    from curate.ffmpeg import run_ffmpeg
+
+    # A fade from black into a still picture, and the same fade into a moving one.
+    def faded(name: str, source: str) -> str:
+        path = str(tmp_path / name)
+        run_ffmpeg(["-f", "lavfi", "-i", source.format(f"size=320x180:rate={FPS}"), "-vf",
+                    "trim=end_frame=100,setpts=PTS-STARTPTS,fade=t=in:st=0:d=0.6,format=yuv420p",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-y", path], timeout=120)
+        return path
+
+    p = CurateParams(filters=FilterParams(min_area=0, min_side=0))  # scenes of 2 s or more
+    still = curate_rows(faded("still.mp4", "mandelbrot={},trim=end_frame=1,loop=loop=-1:size=1"), p)
+    moving = curate_rows(faded("moving.mp4", "mandelbrot={}"), p)
+    # Frozen once faded in: no stretch of it can be kept, so the network is not asked.
+    assert [r.reject_reason for r in still] == [schema.REASON_STATIC]
+    assert still[0].scene_stats["transnet.checked"] == 0.0
+    # The moving picture keeps a clip: its fade is verified and cut off.
+    assert [r.reject_reason for r in moving] == [schema.REASON_TRANSITION, None], [(r.start_frame, r.end_frame) for r in moving]
 
 
 def test_the_numpy_engine_is_the_pytorch_network(videos):
@@ -192,7 +218,7 @@ def test_content_detector_alone_keeps_the_dissolve(videos):
     # What PySceneDetect's content detector does with a 1 s dissolve: no cut at all, one clip
     # across both scenes and the dissolve. This is why the transition check exists.
     path, (a, b) = videos["dissolve"]
-    rows = curate_rows(path, params("content"))
+    rows = curate_rows(path, params("content", text=TextParams(enabled=False)))  # (testsrc2's timecode)
     assert [(r.start_frame, r.end_frame, r.ok) for r in rows] == [(0, 145, True)]
 
 
