@@ -3,6 +3,8 @@ a class, not edits across the pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from curate.schema import ClipRecord
@@ -65,8 +67,11 @@ def test_curate_stages_declare_their_resources():
     p = CurateParams()
     plan, analyze, transcode = PlanStage(p), AnalyzeStage(p), TranscodeStage(p)
     assert not any(s.stateful for s in (plan, analyze, transcode))
-    # Different memory requests keep Ray from fusing analysis and transcode into one task.
+    # Different memory requests keep Ray from fusing analysis and transcode into one task,
+    # with transitions on (the default) or off.
     assert len({s.resources.memory_bytes for s in (plan, analyze, transcode)}) == 3
+    plain = CurateParams(analysis=dataclasses.replace(p.analysis, transitions=False))
+    assert p.analysis.transitions and len({s.resources.memory_bytes for s in (plan, AnalyzeStage(plain), transcode)}) == 3
     assert ray_args(transcode)["num_cpus"] == 1 and ray_args(transcode)["memory"] == transcode.resources.memory_bytes
 
 
