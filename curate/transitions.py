@@ -16,15 +16,17 @@ the model runs once per unit, after the decode.
 network costs about 10 ms a frame on one thread, 5x the analysis decode, so it verifies only
 where cheap statistics of the same 48x27 frames propose a transition:
 - a *blend*: frame t is close to the average of frames t - k and t + k (k = 4, 8, 16) while
-  those two differ (a dissolve or a fade mixes two pictures linearly; motion does not), and
-  at least one of them has structure (a ramp between two flat fields is no scene change);
+  those two differ (a dissolve or a fade mixes two pictures linearly; most motion does not),
+  frame t has lost contrast against them (two pictures mixed cancel each other's structure;
+  a smooth zoom or colour drift that looks linear keeps it), and at least one of them has
+  structure (a ramp between two flat fields is no scene change);
 - a *fade*: a near-flat frame (black, white, one colour) within 16 frames of a frame whose
   contrast is part way between flat and its neighbours' (a fade ramps; a cut jumps).
 Each run of proposed frames, widened by ``verify_margin``, is predicted in one window with
 ``verify_context`` frames of context on each side (frames past the unit's ends repeat its
 first or last frame, as in the full pass); a window whose first or last predicted frame is
-still above ``extend_threshold`` grows by ``extend_step`` and is predicted again, so a
-verified transition is never cut short by its window. Frames never sent to the network
+still above ``grow_above`` grows by ``extend_step`` and is predicted again, so a verified
+transition is not cut short by its window. Frames never sent to the network
 count as probability 0. The analysis asks only where a transition could change a kept clip:
 between two cuts where some stretch of the minimum scene length could pass the cheap
 filters (not flat, not frozen); elsewhere carving a transition out would only split a
@@ -64,7 +66,7 @@ class TransitionParams:
     max_cut_frames: int = 2  # a run of at most this many transition frames is a hard cut: no frame dropped
     margin_frames: int = 1  # frames dropped on each side of a gradual transition as well
     device: str = "auto"  # auto (cuda when this process sees a GPU), cpu, cuda, cuda:N
-    batch_windows: int = 8  # windows of 100 frames per forward pass (full pass on CUDA)
+    batch_windows: int = 8  # windows per forward pass on CUDA (the NumPy engine takes one at a time)
     # The cascade: the network verifies only the frames cheap statistics propose (module doc);
     # False runs it on every frame (the reference the cascade is measured against).
     cascade: bool = True
@@ -78,13 +80,13 @@ class TransitionParams:
     fade_ratio: float = 0.6  # a fading frame's contrast is at most this fraction of its neighbours' highest
     verify_margin: int = 8  # proposed frames are predicted with this many frames on each side ...
     verify_margin_fraction: float = 0.5  # ... plus this fraction of the proposed run's length
-    grow_above: float = 0.05  # a window whose first or last frame is above this probability grows
     verify_context: int = 16  # context frames on each side of a verification window
-    max_window: int = 100  # frames predicted per window at most (longer spans take several: ~300 MB at most)
+    grow_above: float = 0.05  # a window whose first or last frame is above this probability grows ...
+    extend_step: int = 16  # ... by this many frames
+    max_window: int = 100  # frames predicted per window at most (longer spans take several: ~250 MB at most)
     # The cascade's windows are shorter than the full pass's, and its transitions end about a
     # frame short of the full pass's at their faint ends: one more frame is dropped on each side.
     cascade_extra_margin: int = 1
-    extend_step: int = 16  # a window whose edge is still in a transition grows by this much
 
 
 def weights_path() -> str:
@@ -157,11 +159,13 @@ def numpy_model():
     return _NUMPY_NETS[path]
 
 
-def _forward(windows: list[np.ndarray], device: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def _forward(windows: list[np.ndarray], device: str, batch: int = 8,
+             engine: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(single, many) for each window of (T, 27, 48, 3) uint8 frames, as the network gives for
-    that window alone. Windows of one length go through CUDA together."""
+    that window alone. ``engine``: "numpy" (the default on CPU) or "torch" (elsewhere; up to
+    ``batch`` windows of one length go through together)."""
     device = resolve_device(device)
-    if device == "cpu":
+    if (engine or ("numpy" if device == "cpu" else "torch")) == "numpy":
         net = numpy_model()
         return [net.predict(w) for w in windows]
     import torch
@@ -172,22 +176,25 @@ def _forward(windows: list[np.ndarray], device: str) -> list[tuple[np.ndarray, n
     by_length: dict[int, list[int]] = {}
     for i, w in enumerate(windows):
         by_length.setdefault(len(w), []).append(i)
-    # float32 throughout, as on the CPU: TF32 would move probabilities by ~1e-3.
-    conv_tf32, mm_tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    # float32 throughout, as on the CPU (TF32 would move probabilities by ~1e-3), and the same
+    # convolution algorithms every run.
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark)
+    cudnn.allow_tf32 = matmul.allow_tf32 = cudnn.benchmark = False
+    cudnn.deterministic = True
     try:
         with torch.inference_mode():
             for idx in by_length.values():
-                for b in range(0, len(idx), 8):
-                    part = idx[b : b + 8]
-                    batch = torch.from_numpy(np.stack([windows[i] for i in part])).to(dev)
-                    one_hot, extra = model(batch)
+                for b in range(0, len(idx), batch):
+                    part = idx[b : b + batch]
+                    x = torch.from_numpy(np.stack([windows[i] for i in part])).to(dev)
+                    one_hot, extra = model(x)
                     single = torch.sigmoid(one_hot[..., 0]).float().cpu().numpy()
                     many = torch.sigmoid(extra["many_hot"][..., 0]).float().cpu().numpy()
                     for j, i in enumerate(part):
                         out[i] = (single[j], many[j])
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv_tf32, mm_tf32
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved
     return out
 
 
@@ -205,7 +212,7 @@ def predict(frames: np.ndarray, device: str = "auto", batch_windows: int = 8) ->
     if n == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     starts = range(0, n, STEP)
-    outs = _forward([_window(frames, s, s + STEP, CONTEXT) for s in starts], device)
+    outs = _forward([_window(frames, s, s + STEP, CONTEXT) for s in starts], device, batch_windows)
     single = np.concatenate([o[0][CONTEXT : CONTEXT + STEP] for o in outs])[:n]
     many = np.concatenate([o[1][CONTEXT : CONTEXT + STEP] for o in outs])[:n]
     return single.astype(np.float32), many.astype(np.float32)
@@ -286,7 +293,7 @@ def verify(frames: np.ndarray, proposed: np.ndarray, params: TransitionParams) -
         todo = [(a, b) for a, b in spans if (a, b) not in done]
         # A long span is predicted in consecutive windows of at most max_window frames.
         pieces = [(a, b, p, min(b, p + params.max_window)) for a, b in todo for p in range(a, b, params.max_window)]
-        outs = _forward([_window(frames, p, q, ctx) for _, _, p, q in pieces], params.device)
+        outs = _forward([_window(frames, p, q, ctx) for _, _, p, q in pieces], params.device, params.batch_windows)
         parts: dict[tuple[int, int], list[np.ndarray]] = {}
         for (a, b, p, q), (_, m) in zip(pieces, outs, strict=True):
             parts.setdefault((a, b), []).append(m[ctx : ctx + q - p])

@@ -196,6 +196,19 @@ def test_the_numpy_engine_is_the_pytorch_network(videos):
     assert many.max() > 0.5  # the dissolve is in this window: the comparison covers a transition
 
 
+def test_both_engines_give_each_window_the_same_probabilities(videos):
+    # The PyTorch path (CUDA's) batches windows of one length together; on the CPU here.
+    from curate.transitions import _forward
+
+    frames = _frames_48x27(videos["dissolve"][0])
+    windows = [frames[0:50], frames[40:90], frames[50:120], frames[60:110]]
+    by_numpy = _forward(windows, "cpu", engine="numpy")
+    by_torch = _forward(windows, "cpu", batch=2, engine="torch")
+    for (s1, m1), (s2, m2), w in zip(by_numpy, by_torch, windows, strict=True):
+        assert len(m1) == len(m2) == len(w)
+        assert np.abs(m1 - m2).max() < 1e-4 and np.abs(s1 - s2).max() < 1e-4
+
+
 def test_the_cascade_finds_what_the_full_pass_finds_and_reads_fewer_frames(videos):
     p = TransitionParams(device="cpu")
     cascade_margin = dataclasses.replace(p, margin_frames=p.margin_frames + p.cascade_extra_margin)
