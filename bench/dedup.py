@@ -3,6 +3,7 @@
     python bench/dedup.py                       # 10k and 1M synthetic signatures
     python bench/dedup.py --sizes 10000,100000  # smaller
     python bench/dedup.py --save                # also write bench/results/dedup-vm.json
+    python bench/dedup.py --real-only --corpus /tmp/kvid-e2e/corpus   # false duplicates only
 
 signature: frames/s of ``SignatureFeature.push`` on analysis-size frames (256x144), against
 PySceneDetect's content detector on the same frames (the analysis decode already runs it),
@@ -16,6 +17,12 @@ Recall: planted copies matched to their original. False matches: any other match
 signatures are never copies), per clip. Memory: peak resident memory of the matching (as
 the RSS above the level before; the input signatures' own size beside). Growth: time per clip at the largest N
 over time per clip at the smallest (1.0 = linear). No assertion: numbers are printed.
+
+false duplicates on real footage (what had to hold before dedup went on by default): every
+pair among the scenes of the real test clips (../shared/data/videos, analysed at defaults;
+those with a picture: kept, or static photographs), the 50 distinct synthetic clips of
+tests/dedup_fixtures.py, and with --corpus the scenes of bench/e2e_corpus.py's synthetic
+files (whose re-uploads must match their originals: "copies found").
 """
 
 from __future__ import annotations
@@ -207,6 +214,71 @@ def growth(rows: list[dict]) -> dict | None:
             "per_clip_time_ratio": round(b["us_per_clip"] / a["us_per_clip"], 2)}
 
 
+def _scene_signatures(path: str) -> list[tuple[str, D.Signature]]:
+    from curate.filters import FilterParams
+    from curate.video_stages import CurateParams, analyze_work_unit, plan_source
+
+    params = CurateParams(filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0, min_fps=0))
+    units, _ = plan_source(path, params)
+    out = []
+    for rec in (r for u in units for r in analyze_work_unit(u, params)):
+        if rec.signature and (rec.ok or rec.reject_reason == "static"):
+            out.append((f"{os.path.basename(path)}:{rec.start_s:.2f}-{rec.end_s:.2f}",
+                        D.Signature.from_bytes(rec.signature)))
+    return out
+
+
+def real_false_duplicates(corpus: str | None) -> dict:
+    """Matches among real scenes, distinct synthetic clips and the e2e corpus's scenes."""
+    from pathlib import Path
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from dedup_fixtures import distinct_sources, lavfi_frames
+
+    shared = Path(ROOT).parent / "shared" / "data" / "videos"
+    sigs = [x for p in sorted(shared.glob("*.mp4")) for x in _scene_signatures(str(p))]
+    real = len(sigs)
+    for graph, start in distinct_sources():
+        feature = D.SignatureFeature(24.0)
+        for i, frame in enumerate(lavfi_frames(graph, 1.5, start)):
+            feature.push(i, frame)
+        sig = feature.signature(0, 10**9)
+        assert sig is not None
+        sigs.append((f"distinct:{graph[:40]}@{start:g}", sig))
+    copies: set[frozenset[str]] = set()
+    if corpus:
+        sys.path.insert(0, os.path.join(ROOT, "bench"))
+        from e2e_corpus import build_corpus
+
+        truth = build_corpus(Path(corpus), include_real=False)
+        start = len(sigs)
+        for f in truth["files"]:
+            sigs += _scene_signatures(f["path"])
+        names = {f["name"]: f for f in truth["files"]}
+        for f in truth["files"]:  # re-uploads: their scenes should match the original's
+            for seg in f["segments"]:
+                if seg.get("copy_of"):
+                    orig = names[seg["copy_of"]["name"]]
+                    copies.add(frozenset((f["name"], orig["name"])))
+        corpus_n = len(sigs) - start
+    pairs, false, found = 0, [], []
+    closest = (64.0, "", "")
+    for i, (na, a) in enumerate(sigs):
+        for nb, b in sigs[i + 1 :]:
+            pairs += 1
+            files = frozenset((na.split(":")[0][:-4], nb.split(":")[0][:-4]))
+            if D.is_match(a, b):
+                (found if files in copies else false).append((na, nb))
+            elif not (D.mostly_flat(a) or D.mostly_flat(b)):
+                bits, overlap, _ = D.signature_distance(a, b)
+                if overlap >= D.DedupParams().min_overlap and bits < closest[0]:
+                    closest = (round(bits, 2), na, nb)
+    return {"signatures": len(sigs), "real_scenes": real, "distinct_synthetic": 50,
+            "corpus_scenes": corpus_n if corpus else 0, "pairs": pairs, "false_duplicates": false,
+            "false_rate": len(false) / max(pairs, 1), "copies_found": found, "copy_pairs_expected": len(copies),
+            "closest_non_matching": closest, "max_distance": D.DedupParams().max_distance}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,1000000", help="numbers of random signatures (batch matching)")
@@ -216,8 +288,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="analysis decodes per mode, interleaved")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", action="store_true", help="write bench/results/dedup-vm.json")
+    ap.add_argument("--corpus", default=None, help="bench/e2e_corpus.py folder: its scenes join the false-duplicate set")
+    ap.add_argument("--real-only", action="store_true", help="only the false duplicates on real footage")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    real = real_false_duplicates(args.corpus)
+    print("false duplicates:", json.dumps(real))
+    if args.real_only:
+        if args.save:
+            path = os.path.join(ROOT, "bench", "results", "dedup-real-vm.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(real, f, indent=2)
+                f.write("\n")
+            print("wrote", path)
+        return
 
     result: dict = {"bench": "dedup", "info": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                                                "machine": platform.machine()}, "args": vars(args)}
@@ -238,6 +322,7 @@ def main() -> None:
         result["stream"].append(r)
         print("stream:", json.dumps(r))
     result["stream_growth"] = growth(result["stream"])
+    result["false_duplicates_real"] = real
     print("stream growth:", json.dumps(result["stream_growth"]))
     if args.save:
         path = os.path.join(ROOT, "bench", "results", "dedup-vm.json")

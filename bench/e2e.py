@@ -2,6 +2,8 @@
 
     kvid   : `kvid curate` as a user runs it (cold: Python start, local Ray, the run), motion
              and captions off. Any kvid tree: --kvid-root (default: this checkout).
+    kvid_before : the same command from another kvid tree (--before-root: e.g. a worktree of
+             an earlier commit), at that tree's defaults: what this tree's defaults cost.
     naive  : PySceneDetect's CLI `detect-content list-scenes split-video` per input, then one
              ffmpeg call per scene of at least --min-duration-s for 24 fps (and the short-side
              cap): what a script around the tools does. Sequential, like such a script.
@@ -48,7 +50,7 @@ from e2e_corpus import build_corpus, score_clips  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 DEFAULT_SCRATCH = Path(tempfile.gettempdir()) / "kvid-bench-e2e"
-CONTENDERS = ("kvid", "naive", "v2d")
+CONTENDERS = ("kvid", "naive", "v2d")  # and kvid_before, when --before-root is given
 # What --setup-v2d installs. video2dataset pins torch==2.1.2 (and torchaudio/torchdata to
 # match): the torch kvid's install.sh pins goes in instead (where pip finds it locally, as on
 # this project's machines, nothing large is downloaded), then the pinned packages without their
@@ -77,22 +79,58 @@ def _probe(path: str) -> dict:
     return streams[0]
 
 
+CPU_SPENT = {"s": 0.0, "how": "getrusage"}  # CPU-seconds of every command _timed ran (all processes)
+CGROUP_V1 = Path("/sys/fs/cgroup/cpuacct")
+
+
+def _cgroup() -> Path | None:
+    """A fresh cpuacct cgroup (v1) for one command, where this machine lets us make one: it
+    counts every process the command starts (Ray's daemons and workers too), which
+    getrusage(RUSAGE_CHILDREN) does not."""
+    try:
+        path = CGROUP_V1 / f"kvid-bench-{os.getpid()}-{time.monotonic_ns()}"
+        path.mkdir()
+        return path
+    except OSError:
+        return None
+
+
 def _timed(cmd: list[str], log: Path, **kw) -> tuple[float, int]:
+    """Wall seconds and exit status of ``cmd``; adds its CPU-seconds to CPU_SPENT."""
+    import resource
+
+    group = _cgroup()
+    if group is not None:  # the shell joins the group, then becomes the command
+        cmd = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     with open(log, "ab") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw).returncode
-    return time.perf_counter() - t, rc
+    wall = time.perf_counter() - t
+    if group is not None:
+        time.sleep(0.5)  # processes the command left behind (Ray's) finish exiting
+        CPU_SPENT["s"] += int((group / "cpuacct.usage").read_text()) / 1e9
+        CPU_SPENT["how"] = "cgroup cpuacct"
+        try:
+            group.rmdir()
+        except OSError:
+            pass  # a straggler still in it; the kernel frees it when it exits
+    else:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        CPU_SPENT["s"] += (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, rc
 
 
 # ---------------------------------------------------------------- contenders
 
-def run_kvid(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
+def run_kvid(inputs: list[str], out: Path, enc: dict | None, args, root: Path | None = None) -> dict:
+    root = root or args.kvid_root
     cmd = [args.python, "-m", "pipelines.cli", "curate", *inputs, "--out", str(out), "-q",
            "--motion-backend", "none", "--caption-model", "none"]
     if enc:
         cmd += ["--codec", enc["codec"], "--crf", str(enc["crf"]), "--preset", enc["preset"]]
-    env = {**os.environ, "PYTHONPATH": str(args.kvid_root)}
-    wall, rc = _timed(cmd, out.parent / f"{out.name}.log", cwd=args.kvid_root, env=env)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    wall, rc = _timed(cmd, out.parent / f"{out.name}.log", cwd=root, env=env)
     import pyarrow.parquet as pq
 
     def rows(sub: str) -> list[dict]:
@@ -105,6 +143,10 @@ def run_kvid(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
         key = f"{r.get('reject_stage')}:{r.get('reject_reason')}"
         rejects[key] = rejects.get(key, 0) + 1
     return {"wall_s": wall, "rc": rc, "clips": clips, "rejects": rejects}
+
+
+def run_kvid_before(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
+    return run_kvid(inputs, out, enc, args, root=args.before_root)
 
 
 def run_naive(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
@@ -180,7 +222,7 @@ def run_v2d(inputs: list[str], out: Path, enc: dict | None, args) -> dict:
     return {"wall_s": wall, "rc": rc, "clips": clips, "failed_samples": failed}
 
 
-RUNNERS = {"kvid": run_kvid, "naive": run_naive, "v2d": run_v2d}
+RUNNERS = {"kvid": run_kvid, "kvid_before": run_kvid_before, "naive": run_naive, "v2d": run_v2d}
 
 
 # ---------------------------------------------------------------- the run
@@ -221,30 +263,37 @@ def summarize(runs: dict[str, list[dict]], modes: list[str]) -> tuple[dict, dict
         summary[key] = {
             "wall_s_median": statistics.median(r["wall_s"] for r in rs),
             "wall_s": [round(r["wall_s"], 2) for r in rs],
+            "cpu_s_median": statistics.median(r.get("cpu_s", 0.0) for r in rs),
+            "cpu_s": [r.get("cpu_s") for r in rs],
             "rc": [r["rc"] for r in rs],
             **{k: s[k] for k in ("clips", "seconds", "clips_with_transition", "clips_clean", "bad_clips_kept",
-                                 "scene_seconds_kept_fraction")},
+                                 "scene_seconds_kept_fraction", "duplicates_kept")},
             "clips_static": s["clips_by_label"]["static"], "clips_flat": s["clips_by_label"]["flat"],
             "clips_text": s["clips_by_label"]["text"],
         }
     ratios = {}
     for mode in modes:
         kv = runs.get(f"{mode}/kvid") or runs.get("equal/kvid")
-        for c in ("naive", "v2d"):
+        for c in ("naive", "v2d", "kvid_before"):
             other = runs.get(f"{mode}/{c}")
             if not kv or not other:
                 continue
             per_round = [o["wall_s"] / k["wall_s"] for o, k in zip(other, kv, strict=False)]
+            cpu_round = [o["cpu_s"] / k["cpu_s"] for o, k in zip(other, kv, strict=False) if k.get("cpu_s")]
             ratios[f"{mode}/{c}_over_kvid"] = {
                 "of_medians": statistics.median(o["wall_s"] for o in other)
                 / statistics.median(k["wall_s"] for k in kv),
-                "median_per_round": statistics.median(per_round), "per_round": [round(x, 3) for x in per_round]}
+                "median_per_round": statistics.median(per_round), "per_round": [round(x, 3) for x in per_round],
+                "cpu_per_round": [round(x, 3) for x in cpu_round]}
     return summary, ratios
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kvid-root", type=Path, default=ROOT, help="kvid tree to run (PYTHONPATH and cwd)")
+    ap.add_argument("--before-root", type=Path, default=None,
+                    help="another kvid tree, run as contender kvid_before at its own defaults (e.g. a worktree "
+                         "of the commit before a change)")
     ap.add_argument("--python", default=sys.executable, help="python of kvid's venv (default: this one)")
     ap.add_argument("--scenedetect", default=None, help="scenedetect CLI (default: next to --python)")
     ap.add_argument("--v2d-python", default=str(DEFAULT_SCRATCH / "v2d" / "bin" / "python"))
@@ -273,6 +322,10 @@ def main() -> None:
         return
 
     contenders = [c for c in args.contenders.split(",") if c]
+    if args.before_root is not None:
+        args.before_root = args.before_root.resolve()
+        if "kvid_before" not in contenders:
+            contenders.append("kvid_before")
     if "v2d" in contenders and not Path(args.v2d_python).exists():
         sys.exit(f"kvid: error: no video2dataset venv at {args.v2d_python} (run: python bench/e2e.py --setup-v2d)")
     defaults = kvid_defaults(args)
@@ -282,7 +335,7 @@ def main() -> None:
     jobs = []
     for mode in modes:
         for c in contenders:
-            if mode == "defaults" and c == "kvid" and "equal" in modes and equal == defaults:
+            if mode == "defaults" and c in ("kvid", "kvid_before") and "equal" in modes and equal == defaults:
                 continue  # the same command as kvid's equal run
             jobs.append((mode, c))
 
@@ -322,13 +375,17 @@ def main() -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             enc = equal if mode == "equal" else None
             load = os.getloadavg()[0]
+            cpu0 = CPU_SPENT["s"]
             r = RUNNERS[c](inputs, out, enc, args)
+            r["cpu_s"] = round(CPU_SPENT["s"] - cpu0, 2)
+            r["cpu_measured_by"] = CPU_SPENT["how"]
             score = score_clips(truth, r["clips"])
             # The 1-minute load before and after: on a shared VM it says how far to trust the time.
             r.update(score=score, round=rnd, load_avg_1m_before=load, load_avg_1m_after=os.getloadavg()[0])
             r["clips"] = [{**c, "source": Path(c["source"]).stem} for c in r["clips"]]
             runs.setdefault(f"{mode}/{c}", []).append(r)
-            print(f"  round {rnd} {mode:<8} {c:<6} {r['wall_s']:7.1f} s  rc {r['rc']}  {score['clips']} clips  "
+            print(f"  round {rnd} {mode:<8} {c:<11} {r['wall_s']:7.1f} s  {r['cpu_s']:7.1f} CPU-s  rc {r['rc']}  "
+                  f"{score['clips']} clips  "
                   f"{score['seconds']:.1f} s out  load {load:.1f} -> {r['load_avg_1m_after']:.1f}", flush=True)
             shutil.rmtree(out, ignore_errors=True)  # outputs are not kept (disk); logs are
             save(complete=False)
@@ -336,16 +393,16 @@ def main() -> None:
     summary, ratios = summarize(runs, modes)
     meta["load_avg_end"] = os.getloadavg()
 
-    print(f"\n{'mode/contender':<16}{'wall s':>8}{'clips':>6}{'s out':>7}{'trans':>6}{'static':>7}{'flat':>5}"
-          f"{'text':>5}"
+    print(f"\n{'mode/contender':<20}{'wall s':>8}{'clips':>6}{'s out':>7}{'trans':>6}{'static':>7}{'flat':>5}"
+          f"{'text':>5}{'dups':>5}"
           f"{'clean':>6}{'scene kept':>11}   (synthetic clips; 'trans' = clips with transition frames)")
     for key, s in summary.items():
-        print(f"{key:<16}{s['wall_s_median']:>8.1f}{s['clips']:>6}{s['seconds']:>7.1f}{s['clips_with_transition']:>6}"
-              f"{s['clips_static']:>7}{s['clips_flat']:>5}{s['clips_text']:>5}{s['clips_clean']:>6}"
-              f"{s['scene_seconds_kept_fraction'] or 0:>11.2f}")
+        print(f"{key:<20}{s['wall_s_median']:>8.1f}{s['clips']:>6}{s['seconds']:>7.1f}{s['clips_with_transition']:>6}"
+              f"{s['clips_static']:>7}{s['clips_flat']:>5}{s['clips_text']:>5}{s['duplicates_kept']:>5}"
+              f"{s['clips_clean']:>6}{s['scene_seconds_kept_fraction'] or 0:>11.2f}")
     for key, r in ratios.items():
-        print(f"{key:<24} {r['of_medians']:.2f}x (median of per-round ratios {r['median_per_round']:.2f}x;"
-              f" {r['per_round']})")
+        print(f"{key:<28} {r['of_medians']:.2f}x (median of per-round ratios {r['median_per_round']:.2f}x;"
+              f" {r['per_round']}); CPU-s per round {r['cpu_per_round']}")
     print(f"machine: {meta['host']} ({meta['cpus']} CPUs), load average {meta['load_avg'][0]:.1f} -> "
           f"{meta['load_avg_end'][0]:.1f}; kvid {meta['kvid_commit']}")
     print("goal (issue 13): naive/kvid >= 2 and v2d/kvid > 1 at equal settings, with fewer bad clips")

@@ -7,7 +7,12 @@ Labels (seconds of the source, from its first frame):
     static      a still image, or a video frozen for half its length: the known answer is to
                 drop the whole span
     flat        a single grey field
-    text        large burnt-in subtitles (over 20% of the frame)
+    text        burnt-in text: large subtitles (over 20% of the frame), or one line of title
+                (about 3% of the frame) over a moving scene
+
+A "scene" segment may be a re-upload of another file's segment (``copy_of``: its name and
+start second): the same content rescaled, re-encoded, one of them letterboxed. Keeping both
+counts as a duplicate kept; either one covers the scene.
 
 Real clips have no labels (counted in the totals only). Rendering is deterministic (fixed
 seeds, fixed encoder settings); the ground truth is written to <folder>/ground_truth.json and
@@ -26,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = ROOT.parent / "shared" / "data" / "videos"
-CORPUS_VERSION = 1
+CORPUS_VERSION = 3
 FPS = 30
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 BAD_LABELS = ("transition", "static", "flat", "text")
@@ -67,8 +72,9 @@ def _subtitles(seconds: float) -> str:
     return ",".join(parts)
 
 
-# name -> (size, graph, labelled segments). Each graph ends in [v]; inputs are built in the graph.
-def _specs() -> dict[str, tuple[tuple[int, int], str, list[tuple[float, float, str]]]]:
+# name -> (size, graph, labelled segments (start, end, label[, (copy of file, its start second)])).
+# Each graph ends in [v]; inputs are built in the graph.
+def _specs() -> dict[str, tuple[tuple[int, int], str, list[tuple]]]:
     specs = {}
 
     w, h = 1280, 720  # hard cut, then a 1 s cross-dissolve between two different scenes, then a hard cut
@@ -104,6 +110,22 @@ def _specs() -> dict[str, tuple[tuple[int, int], str, list[tuple[float, float, s
         f"{_src('life', w, h, 5)}[a];{_src('cellauto', w, h, 5)}[b];{_src('testsrc', w, h, 5)}[c];"
         f"[a][b][c]concat=n=3:v=1:a=0[v]"
     ), [(0, 5, "scene"), (5, 10, "scene"), (10, 15, "scene")])
+    # One line of title, about 3% of the frame, over a moving scene, then a cut to a clean one.
+    w, h = 640, 360
+    specs["synth_title"] = ((w, h), (
+        f"{_src('rgbrotate', w, h, 5)},drawtext=fontfile={FONT}:text='COMING THIS WINTER':fontsize=24:"
+        f"fontcolor=white:borderw=2:bordercolor=black:x=(w-text_w)/2:y=(h-text_h)/2[t];"
+        f"{_src('bars', w, h, 5)}[b];[t][b]concat=n=2:v=1:a=0[v]"
+    ), [(0, 5, "text"), (5, 10, "scene")])
+
+    # Re-uploads: synth_moving_540p's second scene letterboxed (bars added, rescaled,
+    # re-encoded), synth_title's second scene rescaled and re-encoded.
+    specs["synth_reupload_letterbox"] = ((w, h), (
+        f"{_src('cellauto', 960, 540, 5)},scale={w}:270,pad={w}:{h}:0:45:black,setsar=1[v]"
+    ), [(0, 5, "scene", ("synth_moving_540p", 5.0))])
+    specs["synth_reupload_rescaled"] = ((960, 540), (
+        f"{_src('bars', w, h, 5)},scale=960:540,setsar=1[v]"
+    ), [(0, 5, "scene", ("synth_title", 5.0))])
     return specs
 
 
@@ -139,20 +161,46 @@ def build_corpus(folder: Path, include_real: bool = True) -> dict:
         expected = segments[-1][1]
         if abs(duration - expected) > 1.5 / FPS:
             raise RuntimeError(f"{path}: rendered {duration:.3f} s, ground truth says {expected} s")
+        segs = [{"start_s": seg[0], "end_s": seg[1], "label": seg[2]} for seg in segments]
+        for seg, spec in zip(segs, segments, strict=True):
+            if len(spec) > 3:
+                seg["copy_of"] = {"name": spec[3][0], "start_s": spec[3][1]}
         files.append({"name": name, "path": str(path), "kind": "synthetic", "duration_s": duration, "size": [w, h],
-                      "segments": [{"start_s": s, "end_s": e, "label": lab} for s, e, lab in segments]})
+                      "segments": segs})
     truth = {"version": CORPUS_VERSION, "fps": FPS, "files": files}
     truth_path.write_text(json.dumps(truth, indent=2))
     return truth
 
 
-def _scene_seconds_covered(truth: dict, clips: list[dict]) -> float:
-    """Seconds of "scene" segments inside at least one clip (overlapping clips count once)."""
-    covered = 0.0
+def _spans_on(truth: dict, clips: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Each file's clip spans, plus the spans of clips on its re-uploads mapped onto it."""
+    spans: dict[str, list[tuple[float, float]]] = {f["name"]: [] for f in truth["files"]}
+    for c in clips:
+        name = Path(c["source"]).stem
+        if name in spans:
+            spans[name].append((c["start_s"], c["end_s"]))
     for f in truth["files"]:
-        spans = sorted((c["start_s"], c["end_s"]) for c in clips if Path(c["source"]).stem == f["name"])
         for seg in f["segments"]:
-            if seg["label"] != "scene":
+            orig = seg.get("copy_of")
+            if not orig or orig["name"] not in spans:
+                continue
+            shift = orig["start_s"] - seg["start_s"]
+            for s, e in list(spans[f["name"]]):
+                s, e = max(s, seg["start_s"]), min(e, seg["end_s"])
+                if e > s:
+                    spans[orig["name"]].append((s + shift, e + shift))
+    return spans
+
+
+def _scene_seconds_covered(truth: dict, clips: list[dict]) -> float:
+    """Seconds of "scene" segments inside at least one clip (overlapping clips count once; a
+    scene that is a re-upload counts once, on its original, covered by either copy)."""
+    covered = 0.0
+    all_spans = _spans_on(truth, clips)
+    for f in truth["files"]:
+        spans = sorted(all_spans[f["name"]])
+        for seg in f["segments"]:
+            if seg["label"] != "scene" or seg.get("copy_of"):
                 continue
             reach = seg["start_s"]  # covered up to here, walking the clips in start order
             for s, e in spans:
@@ -161,6 +209,26 @@ def _scene_seconds_covered(truth: dict, clips: list[dict]) -> float:
                     covered += e - s
                     reach = e
     return covered
+
+
+def _duplicates_kept(truth: dict, clips: list[dict]) -> int:
+    """Re-uploaded segments kept twice: a clip on the copy and one on the original that hold
+    the same content for at least half a second."""
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for c in clips:
+        by_name.setdefault(Path(c["source"]).stem, []).append((c["start_s"], c["end_s"]))
+    kept = 0
+    for f in truth["files"]:
+        for seg in f["segments"]:
+            orig = seg.get("copy_of")
+            if not orig:
+                continue
+            shift = orig["start_s"] - seg["start_s"]
+            on_copy = [(max(s, seg["start_s"]) + shift, min(e, seg["end_s"]) + shift)
+                       for s, e in by_name.get(f["name"], [])]
+            on_orig = by_name.get(orig["name"], [])
+            kept += sum(1 for a, b in on_copy for s, e in on_orig if min(b, e) - max(a, s) >= 0.5)
+    return kept
 
 
 def score_clips(truth: dict, clips: list[dict]) -> dict:
@@ -200,12 +268,14 @@ def score_clips(truth: dict, clips: list[dict]) -> dict:
         if all(o < frame * 0.99 for lab, o in overlap.items() if lab != "scene"):
             out["clips_clean"] += 1
     out["seconds_by_label"] = {k: round(v, 3) for k, v in out["seconds_by_label"].items()}
-    labelled = {lab: sum(s["end_s"] - s["start_s"] for f in truth["files"] for s in f["segments"] if s["label"] == lab)
+    labelled = {lab: sum(s["end_s"] - s["start_s"] for f in truth["files"] for s in f["segments"]
+                         if s["label"] == lab and not s.get("copy_of"))
                 for lab in ("scene", *BAD_LABELS)}
     # How much of the good synthetic material survives: a filter that drops everything is not clean.
     kept = _scene_seconds_covered(truth, clips)
     out["scene_seconds_kept_fraction"] = round(kept / labelled["scene"], 3) if labelled["scene"] else None
-    out["bad_clips_kept"] = out["clips_synthetic"] - out["clips_clean"]
+    out["duplicates_kept"] = _duplicates_kept(truth, clips)
+    out["bad_clips_kept"] = out["clips_synthetic"] - out["clips_clean"] + out["duplicates_kept"]
     return out
 
 

@@ -10,6 +10,7 @@ ffmpeg decodes the source once and splits it in its filter graph into
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Sequence
@@ -128,6 +129,20 @@ def _analysis_size(width: int, height: int, target_width: int) -> tuple[int, int
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
+def _worth_verifying(cuts: list[int], first: int, last: int, min_frames: int, filters: Sequence[Any]) -> np.ndarray:
+    """Per frame of the unit: whether it lies between two cuts where some stretch could still
+    become a kept clip: long enough, and passing every cheap filter that can tell
+    (``could_pass``: some stretch of at least ``min_frames`` frames with a picture, not
+    frozen). A transition carved out of a stretch that fails them only splits one reject into
+    smaller ones, so the network is not asked there."""
+    worth = np.zeros(last - first, bool)
+    bounds = [first, *[c for c in sorted(set(cuts)) if first < c < last], last]
+    for a, b in zip(bounds, bounds[1:]):
+        if b - a >= min_frames and all(f.could_pass(a, b, min_frames) for f in filters if hasattr(f, "could_pass")):
+            worth[a - first : b - first] = True
+    return worth
+
+
 def analyze_unit(
     info: VideoInfo,
     first_frame: int,
@@ -136,11 +151,14 @@ def analyze_unit(
     clock: FrameClock,
     features: Sequence[FrameFeature] = (),
     threads: int = 0,
+    min_duration_s: float | None = None,
 ) -> UnitAnalysis:
     """Decode frames [first_frame, end_frame) of ``info.path`` once; find scenes and crops.
 
     ``end_frame`` None reads to the end of the stream; ``threads``: ffmpeg's decode threads
-    (0: ffmpeg's choice). Raises AnalysisError.
+    (0: ffmpeg's choice). ``min_duration_s``: the shortest scene the filters keep; given, the
+    transition cascade leaves alone the stretches between cuts that no cutting can turn into a
+    kept clip (module doc of curate/transitions.py). Raises AnalysisError.
     """
     aw, ah = _analysis_size(info.width, info.height, params.analysis_width)
     every = max(1, int(round(info.fps / params.border.samples_per_s)))
@@ -156,7 +174,11 @@ def analyze_unit(
     full_features = [feat for f, feat in built if f.frames == "full"]
     measured_now = [feat for f, feat in built if not f.deferred] + list(features)
     deferred = {f.name: feat for f, feat in built if f.deferred}
-    transnet = TransNetFrames(params.transition) if params.uses_transnet else None
+    transnet = None
+    if params.uses_transnet:
+        # As the detector, TransNetV2 also finds the hard cuts: it reads every frame.
+        full = params.scene_detector == "transnetv2"
+        transnet = TransNetFrames(dataclasses.replace(params.transition, cascade=False) if full else params.transition)
     if transnet is not None:
         small_features.append(transnet)
         measured_now.append(transnet)
@@ -242,17 +264,25 @@ def analyze_unit(
     cuts = detector.cuts() if detector is not None else []
     gradual: list[tuple[int, int]] = []
     if transnet is not None:
-        net_cuts, gradual = transnet.run()
+        worth = None
+        if transnet.params.cascade and detector is not None and min_duration_s is not None:
+            worth = _worth_verifying(cuts, first_frame, last, max(1, int(round(min_duration_s * info.fps))),
+                                     [feat for f, feat in built if not f.deferred])
+        net_cuts, gradual = transnet.run(worth)
         if detector is None:
             cuts = net_cuts
     scenes = []
     for sc in segments(cuts, gradual, first_frame, last):
         own = [p for p in profiles if sc.start_frame <= p.frame_index < sc.end_frame]
-        full = Crop(0, 0, info.width, info.height)
-        crop = detect_crop(own, info.width, info.height, params.border) if params.border.enabled else full
+        whole = Crop(0, 0, info.width, info.height)
+        crop = detect_crop(own, info.width, info.height, params.border) if params.border.enabled else whole
         stats: dict[str, Any] = {}
+        box = (crop.x, crop.y, crop.w, crop.h)
         for feature in measured_now:
-            stats.update(feature.scene_stats(sc.start_frame, sc.end_frame))
+            if getattr(feature, "cropped", False):  # measures the picture inside the crop (the signature)
+                stats.update(feature.scene_stats(sc.start_frame, sc.end_frame, box))
+            else:
+                stats.update(feature.scene_stats(sc.start_frame, sc.end_frame))
         scenes.append(
             SceneInfo(sc.start_frame, sc.end_frame, clock.time(sc.start_frame), clock.time(sc.end_frame), crop,
                       transition=sc.transition, stats=stats)

@@ -1,12 +1,14 @@
 """Near-duplicate clips: a perceptual signature per scene, and matching at linear cost.
 
 Signature (kind ``phash64``), taken in the analysis decode (no extra decode):
-- every analysis frame gets a 64-bit DCT hash (pHash: gray, Gaussian halvings and an area
-  resize to 32x32, the 8x8 lowest DCT coefficients against their median) and its mean
-  luma: 9 bytes per frame while the unit is decoded;
+- every analysis frame is kept as a 64-pixel-wide gray copy while the unit is decoded
+  (2.3 KB a 16:9 frame);
 - a scene's signature samples those at ``rate`` per second of the scene (nearest frame),
-  so copies at another frame rate sample the same moments: hashes (the visual content)
-  plus the mean-luma curve (the temporal profile), at most ``max_samples``.
+  so copies at another frame rate sample the same moments, cuts each sample to the scene's
+  black-border crop (a letterboxed or pillarboxed copy signs like its original) and hashes
+  it: a 64-bit DCT hash (pHash: an area resize to 32x32, the 8x8 lowest DCT coefficients
+  against their median) and its mean luma. Hashes are the visual content, the mean-luma
+  curve the temporal profile; at most ``max_samples``.
 Rescaling, re-encoding, small crops and small colour shifts move only a few of the 64
 bits; trimmed ends shift the samples, which the comparison undoes by trying offsets.
 
@@ -42,7 +44,7 @@ import cv2
 import numpy as np
 
 from curate import schema, shards
-from curate.settings import setting
+from curate.settings import CLIPS, setting
 from curate.stage import Cluster, Placement, Resources, Stage
 
 KIND_PHASH = "phash64"
@@ -81,11 +83,14 @@ class DedupParams:
     """Near-duplicates: whether a run rejects them, and when two signatures are copies."""
 
     enabled: bool = setting(
-        False, "reject near-duplicate scenes (of this run's clips and those already in --out) before encoding", key="dedup")
+        True, "reject near-duplicate scenes (of this run's clips and those already in --out) before encoding", key="dedup",
+        decides=CLIPS)
     max_distance: float = setting(
-        10.0, "mean differing signature bits (of 64) per aligned frame of copies", ge=0, le=64)
-    max_offset_s: float = setting(0.5, "copies may be trimmed by up to this many seconds at either end", ge=0)
-    min_overlap: float = setting(0.8, "fraction of the longer clip that must align with the other", gt=0, le=1)
+        10.0, "mean differing signature bits (of 64) per aligned frame of copies", ge=0, le=64, decides=CLIPS)
+    max_offset_s: float = setting(0.5, "copies may be trimmed by up to this many seconds at either end", ge=0,
+                                  decides=CLIPS)
+    min_overlap: float = setting(0.8, "fraction of the longer clip that must align with the other", gt=0, le=1,
+                                 decides=CLIPS)
     # Not a setting: mean |luma difference| (0-255) after removing the mean.
     max_profile_diff: float = 12.0
 
@@ -107,6 +112,11 @@ def frame_hash(frame_bgr: np.ndarray) -> tuple[int, int]:
     # Gaussian halvings first: an area resize straight from 256 px wide costs 3x more.
     while gray.shape[0] >= 4 * _DCT_SIZE and gray.shape[1] >= 4 * _DCT_SIZE:
         gray = cv2.pyrDown(gray)
+    return gray_hash(gray)
+
+
+def gray_hash(gray: np.ndarray) -> tuple[int, int]:
+    """(64-bit pHash, mean luma) of a small gray picture (resized to 32x32 here)."""
     small = cv2.resize(gray, (_DCT_SIZE, _DCT_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
     mean, std = cv2.meanStdDev(small)
     if float(std[0, 0]) < FLAT_STD:
@@ -155,45 +165,73 @@ def signature_bytes(value: bytes | str | None) -> bytes | None:
     return base64.b64decode(value)
 
 
+# Frames are kept this wide (gray, 2.3 KB a 16:9 frame) until the scene's crop is known.
+HASH_WIDTH = 64
+MIN_CROP_PX = 8  # a crop narrower than this (at HASH_WIDTH) hashes the whole frame
+
+
 class SignatureFeature:
-    """FrameFeature (curate/scene_features.py): per-frame pHash while decoding, a
-    ``signature`` per scene. 9 bytes per decoded frame."""
+    """FrameFeature (curate/scene_features.py): a ``signature`` per scene, of the picture
+    inside the scene's black-border crop, so a letterboxed or pillarboxed copy signs like its
+    original. The crop is known only after the decode (border detection decides per scene),
+    so each frame is kept as a ``HASH_WIDTH``-wide gray copy until then, and the sampled
+    frames are cropped and hashed in ``scene_stats``. ``cropped``: analyze.py passes the crop."""
 
     name = "signature"
+    cropped = True
 
-    def __init__(self, fps: float, params: SignatureParams = SignatureParams()):
+    def __init__(self, fps: float, params: SignatureParams = SignatureParams(),
+                 source_size: tuple[int, int] | None = None):
         self.fps = fps
         self.params = params
+        self.source_size = source_size  # (width, height) the crop is given in; None: the frames'
         self.first: int | None = None
-        self.hashes: list[int] = []
-        self.lumas = bytearray()
+        self.small: list[np.ndarray] = []
 
     def push(self, frame_index: int, frame_bgr: np.ndarray) -> None:
         if self.first is None:
             self.first = frame_index
-        # Frames arrive in order; a gap (should not happen) repeats the last hash.
-        while self.first + len(self.hashes) < frame_index and self.hashes:
-            self.hashes.append(self.hashes[-1])
-            self.lumas.append(self.lumas[-1])
-        h, luma = frame_hash(frame_bgr)
-        self.hashes.append(h)
-        self.lumas.append(min(255, luma))
+        # Frames arrive in order; a gap (should not happen) repeats the last frame.
+        while self.first + len(self.small) < frame_index and self.small:
+            self.small.append(self.small[-1])
+        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        h, w = gray.shape
+        if w > HASH_WIDTH:
+            gray = cv2.resize(gray, (HASH_WIDTH, max(1, round(h * HASH_WIDTH / w))), interpolation=cv2.INTER_AREA)
+        self.small.append(gray)
 
-    def signature(self, start_frame: int, end_frame: int) -> Signature | None:
+    def _crop(self, img: np.ndarray, crop: tuple[int, int, int, int] | None) -> np.ndarray:
+        if crop is None:
+            return img
+        h, w = img.shape
+        sw, sh = self.source_size or (w, h)
+        x, y, cw, ch = crop
+        # inward: a part of a bar left in would move the hash
+        x0, y0 = int(np.ceil(x * w / sw)), int(np.ceil(y * h / sh))
+        x1, y1 = int((x + cw) * w // sw), int((y + ch) * h // sh)
+        if x1 - x0 < MIN_CROP_PX or y1 - y0 < MIN_CROP_PX:
+            return img
+        return img[y0:y1, x0:x1]
+
+    def signature(self, start_frame: int, end_frame: int,
+                  crop: tuple[int, int, int, int] | None = None) -> Signature | None:
+        """The signature of frames [start_frame, end_frame) inside ``crop`` (x, y, w, h in
+        ``source_size`` pixels; None: the whole frame)."""
         if self.first is None:
             return None
-        lo, hi = max(start_frame, self.first), min(end_frame, self.first + len(self.hashes))
+        lo, hi = max(start_frame, self.first), min(end_frame, self.first + len(self.small))
         if hi <= lo:
             return None
         n = min(self.params.max_samples, max(1, int((hi - lo) / self.fps * self.params.rate)))
         frames = np.minimum(lo + np.round(np.arange(n) * self.fps / self.params.rate).astype(np.int64), hi - 1)
-        idx = frames - self.first
-        hashes = np.array([self.hashes[i] for i in idx], dtype=np.uint64)
-        profile = np.frombuffer(bytes(self.lumas), np.uint8)[idx]
+        pairs = [gray_hash(self._crop(self.small[i], crop)) for i in frames - self.first]
+        hashes = np.array([h for h, _ in pairs], dtype=np.uint64)
+        profile = np.array([min(255, luma) for _, luma in pairs], dtype=np.uint8)
         return Signature(KIND_PHASH, self.params.rate, hashes, profile)
 
-    def scene_stats(self, start_frame: int, end_frame: int) -> dict[str, Any]:
-        sig = self.signature(start_frame, end_frame)
+    def scene_stats(self, start_frame: int, end_frame: int,
+                    crop: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
+        sig = self.signature(start_frame, end_frame, crop)
         return {"signature": sig.to_text() if sig is not None else None}
 
 
@@ -469,7 +507,7 @@ def groups_of(duplicates: dict[str, str]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-# --- the dedup stage of `kvid curate --dedup` (see curate/stage.py) -------------------------
+# --- the dedup stage of `kvid curate` (on by default; see curate/stage.py) -----------------
 
 
 SIGNED_COLUMNS = ["clip_id", "signature", "duration_s", "width", "height"]
@@ -511,8 +549,10 @@ class DedupStage(Stage):
     stateful = True  # the index of kept clips lives in one worker for the whole run
 
     def placement(self, cluster: Cluster) -> Placement:
-        # One worker holds the index; dict look-ups: it must not take a CPU from the encoders.
-        return Placement(Resources(cpus=0.25), workers=1)
+        # One worker holds the index. Dict look-ups, a few ms a scene: it reserves no CPU. Even a
+        # quarter held for the whole run left 1.75 of a 2-CPU machine, room for one decode or
+        # encode at a time instead of two.
+        return Placement(Resources(cpus=0), workers=1)
 
     def __init__(self, folder_rows: list[dict], params: DedupParams):
         self.folder_rows = folder_rows

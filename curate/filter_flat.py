@@ -16,7 +16,7 @@ import numpy as np
 
 from curate import schema
 from curate.filters import Rejection
-from curate.scene_features import FrameSeries
+from curate.scene_features import FrameSeries, some_stretch_reaches
 from curate.settings import CLIPS, setting
 
 SMALL_WIDTH = 64
@@ -51,6 +51,14 @@ class FlatFeature:
             return {}
         luma, colour = np.median(np.asarray(spreads), axis=0)
         return {"flat.luma_spread": float(luma), "flat.colour_spread": float(colour)}
+
+
+    def could_pass(self, start_frame: int, end_frame: int, min_frames: int) -> bool:
+        """Whether some stretch of at least ``min_frames`` frames of [start, end) could have a
+        median spread this filter keeps (at least about half its frames spread enough)."""
+        spreads = np.asarray(self.spreads.scene(start_frame, end_frame), np.float64).reshape(-1, 2)
+        luma, colour = spreads[:, 0] >= self.params.min_luma_spread, spreads[:, 1] >= self.params.min_colour_spread
+        return any(some_stretch_reaches(hits, min_frames, 0.5, slack=1.0) for hits in (luma, colour))
 
 
 def check(stats: dict[str, Any], p: FlatParams) -> Rejection | None:

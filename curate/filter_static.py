@@ -19,7 +19,7 @@ import numpy as np
 
 from curate import schema
 from curate.filters import Rejection
-from curate.scene_features import FrameSeries
+from curate.scene_features import FrameSeries, some_stretch_reaches
 from curate.settings import CLIPS, setting
 
 
@@ -55,6 +55,22 @@ class StaticFeature:
             "static.mean_diff": float(d.mean()),
             "static.frozen_fraction": frozen_fraction(d, self.params.frozen_diff, self.params.min_frozen_run),
         }
+
+
+    def could_pass(self, start_frame: int, end_frame: int, min_frames: int) -> bool:
+        """Whether some stretch of at least ``min_frames`` frames of [start, end) could have
+        a frozen fraction this filter keeps, whatever is cut out of the scene (conservative:
+        a stretch's edges may shorten a freeze below the minimum run)."""
+        p = self.params
+        d = np.asarray(self.diffs.scene(start_frame, end_frame), np.float64)
+        d = np.where(np.isfinite(d), d, np.inf)
+        low = np.concatenate([[False], d < p.frozen_diff, [False]])
+        edges = np.flatnonzero(np.diff(low.astype(np.int8)))
+        moving = np.ones(len(d))
+        for a, b in zip(edges[::2], edges[1::2]):
+            if b - a >= p.min_frozen_run:
+                moving[a:b] = 0
+        return some_stretch_reaches(moving, min_frames, 1 - p.max_frozen_fraction, slack=2 * (p.min_frozen_run - 1))
 
 
 def frozen_fraction(diffs: np.ndarray, frozen_diff: float, min_run: int) -> float:

@@ -40,6 +40,18 @@ class FrameSeries:
         return self.values[self.span(start_frame, end_frame)]
 
 
+def some_stretch_reaches(hits: np.ndarray, min_len: int, fraction: float, slack: float = 0.0) -> bool:
+    """Whether some run of at least ``min_len`` consecutive values of ``hits`` (0/1) has at
+    least ``fraction`` of them set, allowing ``slack`` more: max over windows of length >=
+    min_len of sum(hits - fraction) >= -slack, in linear time (prefix sums)."""
+    n = len(hits)
+    if n < min_len or min_len < 1:
+        return False
+    prefix = np.concatenate([[0.0], np.cumsum(np.asarray(hits, np.float64) - fraction)])
+    lowest = np.minimum.accumulate(prefix[: n - min_len + 1])  # best start for each end >= min_len
+    return bool((prefix[min_len:] - lowest).max() >= -slack)
+
+
 class FrameFeature(Protocol):
     """One measurement over the frames of one unit of work (a new instance per unit)."""
 

@@ -98,7 +98,7 @@ class ClipRecord:
     crop_y: int | None = None
     crop_w: int | None = None
     crop_h: int | None = None
-    # Per-scene statistics of the analysis decode, by name ("still.mean_diff", "text.area",
+    # Per-scene statistics of the analysis decode, by name ("static.mean_diff", "text.area",
     # ...; see curate/scene_filters.py), on every scene row, kept or rejected. A map, so a new
     # statistic needs no new column.
     scene_stats: dict | None = None

@@ -221,14 +221,16 @@ def transition_video(
     fps: float = 25,
     size: tuple[int, int] = (320, 180),
     enc: Encoding = Encoding(),
+    b_source: str = "testsrc2=size={w}x{h}:rate={fps}",
 ) -> tuple[int, int]:
     """Two different scenes joined by an ffmpeg ``xfade`` transition (dissolve, fade =
     through black, wipeleft, ...) of ``length`` frames. Returns the blended frames
     [start, end): every frame outside is pure scene A (before) or pure scene B (after); the
-    transition's first frame, at progress 0, is still pure A."""
+    transition's first frame, at progress 0, is still pure A. ``b_source``: scene B's lavfi
+    source (testsrc2 carries a timecode: an overlaid line of text)."""
     w, h = size
     a = f"mandelbrot=size={w}x{h}:rate={fps}"
-    b = f"testsrc2=size={w}x{h}:rate={fps}"
+    b = b_source.format(w=w, h=h, fps=fps)
     n_a, n_b = before + length, length + after
     graph = (f"[0:v]trim=end_frame={n_a},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[a];"
              f"[1:v]trim=end_frame={n_b},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[b];"
@@ -263,6 +265,35 @@ def subtitled_video(
         graph += (f",drawtext=text='{text}':fontsize={fontsize}:fontcolor=white:borderw=3:bordercolor=black"
                   f":x=(w-text_w)/2:y={y}")
     return _render(path, [f"mandelbrot=size={w}x{h}:rate={fps}"], graph + "[v]", duration_s, enc)
+
+
+def title_video(
+    path: str, text: str, fontsize: int, duration_s: float = 3.0, fps: float = 25,
+    size: tuple[int, int] = (640, 360), source: str = "mandelbrot", y: str = "(h-text_h)/2",
+    enc: Encoding = Encoding(),
+) -> str:
+    """One line of title text overlaid, centred, on a moving picture (an overlay: it stays
+    put while the picture changes under it)."""
+    w, h = size
+    graph = (f"[0:v]format=yuv420p,drawtext=text='{text}':fontsize={fontsize}:fontcolor=white:borderw=2"
+             f":bordercolor=black:x=(w-text_w)/2:y={y}[v]")
+    return _render(path, [f"{source}=size={w}x{h}:rate={fps}"], graph, duration_s, enc)
+
+
+def scene_text_video(
+    path: str, labels: Sequence[tuple[str, int, int]], fontsize: int, duration_s: float = 3.0, fps: float = 25,
+    size: tuple[int, int] = (640, 360), pan_px_per_frame: int = 4, enc: Encoding = Encoding(),
+) -> str:
+    """Text that belongs to the scene: labels (text, x, y) printed on a still picture twice the
+    frame's width, which the camera pans across: the text moves with the picture, as a sign
+    does in a moving shot."""
+    w, h = size
+    draw = ",".join(f"drawtext=text='{t}':fontsize={fontsize}:fontcolor=yellow:box=1:boxcolor=0x204020"
+                    f":boxborderw=6:x={x}:y={y}" for t, x, y in labels)
+    frames = int(round(duration_s * fps))
+    graph = (f"[0:v]trim=end_frame=1,{draw},loop=loop={frames - 1}:size=1,"
+             f"crop={w}:{h}:x='{pan_px_per_frame}*n':y=0,setpts=N/{fps}/TB,format=yuv420p[v]")
+    return _render(path, [f"mandelbrot=size={2 * w}x{h}:rate={fps}:start_scale=1.5"], graph, duration_s, enc)
 
 
 def colour_video(path: str, colour: str = "gray", duration_s: float = 3.0, fps: float = 25,

@@ -178,9 +178,9 @@ def analyze_work_unit(unit: WorkUnit, params: CurateParams, threads: int = 1) ->
         with staged(unit.source, params.input_cache) as local:
             info = dataclasses.replace(info, path=local)
             clock = FrameClock(info, frame_times(info.path) if info.vfr else None)
-            features = [SignatureFeature(info.fps, params.signature)] if params.signature else []
+            features = [SignatureFeature(info.fps, params.signature, (info.width, info.height))] if params.signature else []
             result = analyze_unit(info, unit.first_frame, unit.end_frame, params.analysis, clock, features,
-                                  threads=threads)
+                                  threads=threads, min_duration_s=params.filters.min_duration_s)
     except (AnalysisError, FFmpegError, OSError) as e:
         reason = getattr(e, "reason", schema.REASON_DECODE_ERROR)
         if isinstance(e, FFmpegError) and e.timed_out:
@@ -343,7 +343,7 @@ ANALYZE_DECODE_THREADS = 1
 ANALYZE_CPUS = 1
 PLAN_MEMORY = 64 * 2**20
 ANALYZE_MEMORY = 256 * 2**20  # one decode: small BGR frames, luma samples, per-frame statistics
-TRANSNET_MEMORY = 512 * 2**20  # added to an analysis that runs TransNetV2
+TRANSNET_MEMORY = 384 * 2**20  # added to an analysis that runs TransNetV2: 48x27 copies, ~250 MB NumPy peak
 TRANSCODE_MEMORY = 768 * 2**20  # one decode + one x264 encode, up to 1080p
 
 
@@ -382,7 +382,7 @@ class AnalyzeStage(_CurateStage):
     name = schema.STAGE_SCENES
 
     def placement(self, cluster: Cluster) -> Placement:
-        # TransNetV2: torch, the model and 48x27 copies of every frame.
+        # TransNetV2: the network and 48x27 copies of every frame.
         memory = ANALYZE_MEMORY + (TRANSNET_MEMORY if self.params.analysis.uses_transnet else 0)
         return Placement(Resources(cpus=ANALYZE_CPUS, memory_bytes=memory), workers=self.params.workers)
 

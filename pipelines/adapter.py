@@ -39,14 +39,15 @@ def _cpu_seconds() -> tuple[float, float]:
 
 
 def _run(stage: Stage, batch, timings: str | None) -> dict[str, list]:
-    wall, (cpu, child_cpu) = time.perf_counter(), _cpu_seconds()
+    started, wall, (cpu, child_cpu) = time.time(), time.perf_counter(), _cpu_seconds()
     rows = R.batch_to_dicts(batch)
     out = stage.process(rows)
     rejected = sum(1 for r in out if r.get("status") == "rejected" and r.get("reject_stage") == stage.name)
     log.debug("%s: %d rows in, %d out, %d rejected here", stage.name, len(rows), len(out), rejected)
     if timings:
         cpu_now, child_now = _cpu_seconds()
-        line = {"stage": stage.name, "rows": len(rows), "wall_s": time.perf_counter() - wall,
+        line = {"stage": stage.name, "rows": len(rows), "start": started, "pid": os.getpid(),
+                "wall_s": time.perf_counter() - wall,
                 "cpu_s": cpu_now - cpu, "tool_cpu_s": child_now - child_cpu}
         # One short line, one write: appends of this size do not interleave.
         with open(timings, "a", encoding="utf-8") as f:

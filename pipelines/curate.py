@@ -234,7 +234,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if c["rejects_by_reason"]:
         lines.append("  rejects by reason: " + ", ".join(f"{k} {v}" for k, v in c["rejects_by_reason"].items()))
+        cleaned = [f"{k} {c['rejects_by_reason'][k]} ({why})" for k, why in CLEANED.items() if k in c["rejects_by_reason"]]
+        if cleaned:
+            lines.append("  removed before encoding: " + ", ".join(cleaned) + "; kvid inspect OUT shows them")
     if summary.get("stages"):
         lines.append("  CPU seconds by stage: " + ", ".join(
             f"{name} {t['cpu_s'] + t['tool_cpu_s']:.1f}" for name, t in summary["stages"].items()))
     return "\n".join(lines)
+
+
+# What the cleaning judgements of the analysis remove, said in the run summary.
+CLEANED = {
+    "transition": "fade/dissolve frames, TransNetV2",
+    "duplicate": "near copies of kept clips",
+    "text": "overlaid titles/subtitles or text-heavy",
+    "static": "stills, frozen video",
+    "flat": "no picture",
+}

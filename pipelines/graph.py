@@ -2,7 +2,7 @@
 
     todo.jsonl --plan (probe, split long videos)--> units
                --analyse (one decode: scenes, borders, per-scene statistics, filters)--> scenes
-               --dedup (near copies of kept clips become rejects)--> scenes
+               --dedup (on by default: near copies of kept clips become rejects)--> scenes
                --transcode (one ffmpeg per group of kept scenes, one decode; motion
                  scores with a CPU flow backend from that decode)--> clips
                --motion (RAFT: actor pool, GPU when there is one)--> scored clips

@@ -88,7 +88,7 @@ def scene_filter_summary(index: list[dict], rejects: list[dict]) -> dict:
     scenes = [r for r in index + rejects if r.get("scene_index") is not None]
     counts = {}
     for name, reason in scene_filter_reasons().items():
-        prefix = "transnet." if name == "transition" else name + "."
+        prefix = "transnet.max" if name == "transition" else name + "."  # transnet.max: the network looked
         measured = sum(1 for r in scenes if any(k.startswith(prefix) for k in _stats(r)))
         counts[name] = {"measured": measured, "rejected": sum(1 for r in rejects if r["reject_reason"] == reason)}
     names = sorted({k for r in scenes for k in _stats(r)})

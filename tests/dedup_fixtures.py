@@ -3,7 +3,8 @@
 ``distinct_sources()``: lavfi graphs that all look different (different generators, seeds,
 rules, regions of a fractal), including pairs of different moments of one source.
 ``copy_variants()``: a scene and its near copies (re-encoded smaller at a high CRF, cropped
-2%, hue shifted, 5 frames trimmed).
+2%, hue shifted, 5 frames trimmed, letterboxed and pillarboxed: bars added, rescaled,
+re-encoded).
 """
 
 from __future__ import annotations
@@ -94,4 +95,11 @@ def copy_variants(folder: str, seconds: float = 3.0, fps: int = 30) -> dict[str,
     _ff(["-i", p("scene"), "-vf", "crop=iw*0.98:ih*0.98", *ENC, "-crf", "20", p("cropped2pct")])
     _ff(["-i", p("scene"), "-vf", "hue=h=8", *ENC, "-crf", "20", p("hue_shifted")])
     _ff(["-i", p("scene"), "-vf", "trim=start_frame=5,setpts=PTS-STARTPTS", *ENC, "-crf", "20", p("trimmed5")])
-    return {n: p(n) for n in ("scene", "rescaled_crf34", "cropped2pct", "hue_shifted", "trimmed5")}
+    # Re-uploads with black bars added, rescaled and re-encoded: the signature is taken inside
+    # the border crop, so they sign like the scene.
+    _ff(["-i", p("scene"), "-vf", "pad=iw:ih*4/3:0:(oh-ih)/2:black,scale=210:210,setsar=1", *ENC, "-crf", "23",
+         p("letterboxed")])
+    _ff(["-i", p("scene"), "-vf", "pad=ih*16/9:ih:(ow-iw)/2:0:black,scale=256:144,setsar=1", *ENC, "-crf", "23",
+         p("pillarboxed")])
+    return {n: p(n) for n in ("scene", "rescaled_crf34", "cropped2pct", "hue_shifted", "trimmed5", "letterboxed",
+                              "pillarboxed")}

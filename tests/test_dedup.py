@@ -70,6 +70,35 @@ def test_every_copy_matches_the_scene_and_the_rule_keeps_one(copies):
     assert copies["trimmed5"].duration_s < copies["scene"].duration_s
 
 
+@pytest.fixture(scope="module")
+def real_scenes(shared_videos) -> list[tuple[str, D.Signature]]:
+    """Every scene of the real test clips that has a picture, analysed at defaults (small
+    sizes and 1 s scenes allowed, so more of them count), with its signature: the kept ones
+    and the still photographs (rejected static); not the flat ones (no picture: they never
+    reach the dedup stage) nor the transitions."""
+    params = CurateParams(filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0, min_fps=0))
+    out = []
+    for path in sorted(shared_videos.glob("*.mp4")):
+        units, _ = plan_source(str(path), params)
+        for rec in (r for u in units for r in analyze_work_unit(u, params)):
+            if rec.signature and (rec.ok or rec.reject_reason == "static"):
+                out.append((f"{path.name}:{rec.start_frame}-{rec.end_frame}", D.Signature.from_bytes(rec.signature)))
+    return out
+
+
+def test_real_clips_and_fifty_distinct_clips_give_no_false_duplicate(real_scenes, distinct):
+    # Before near-duplicates went on by default: no two different scenes of real footage, and
+    # none of them and a distinct synthetic clip, are taken for copies.
+    assert len({n.split(":")[0] for n, _ in real_scenes}) >= 2 and len(real_scenes) >= 6, [n for n, _ in real_scenes]
+    sigs = real_scenes + [(f"distinct{i}", s) for i, s in enumerate(distinct)]
+    false = [(a, b) for i, (a, sa) in enumerate(sigs) for b, sb in sigs[i + 1 :] if D.is_match(sa, sb)]
+    assert not false
+    index = D.DedupIndex()
+    assert index.add_all(sigs) == {}
+    # The real scenes are measured, not all flat (flat clips are never matched).
+    assert sum(not D.mostly_flat(s) for _, s in real_scenes) >= 4
+
+
 def test_fifty_distinct_clips_have_no_duplicate(distinct, copies):
     assert len(distinct) == 50
     for i, a in enumerate(distinct):

@@ -63,7 +63,7 @@ def deduped_run(tmp_path_factory, ray_local, variants):
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory, ray_local, variants):
     out = tmp_path_factory.mktemp("plain")
-    curate(out, variants.values())
+    curate(out, variants.values(), dedup=False)
     return out
 
 
@@ -133,7 +133,7 @@ def test_killed_dedup_leaves_the_current_version_intact(plain_run, tmp_path, ray
     check_one_kept(out, len(old) - 1)
 
 
-def test_folder_from_before_signatures_is_reported_not_broken(plain_run, tmp_path, capsys):
+def test_folder_from_before_signatures_is_reported_not_broken(plain_run, tmp_path, capsys, variants):
     import pyarrow.parquet as pq
 
     out = tmp_path / "out"
@@ -142,5 +142,5 @@ def test_folder_from_before_signatures_is_reported_not_broken(plain_run, tmp_pat
         table = pq.read_table(path)
         pq.write_table(table.drop_columns(["signature", "duplicate_of"]), path)
     assert main(["dedup", str(out)]) == 0
-    assert "5 clips without a signature" in capsys.readouterr().out
+    assert f"{len(variants)} clips without a signature" in capsys.readouterr().out
     assert not (out / "versions").exists()

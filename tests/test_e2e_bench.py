@@ -21,9 +21,14 @@ def test_labels_cover_every_synthetic_second_once():
     for name, (_, graph, segments) in corpus._specs().items():
         assert graph.endswith("[v]"), name
         assert segments[0][0] == 0, name
-        for (_, end, _), (start, _, _) in zip(segments, segments[1:], strict=False):
-            assert start == end, f"{name}: gap or overlap at {end}"
-        labels |= {lab for _, _, lab in segments}
+        for a, b in zip(segments, segments[1:], strict=False):
+            assert b[0] == a[1], f"{name}: gap or overlap at {a[1]}"
+        labels |= {seg[2] for seg in segments}
+        for seg in segments:
+            if len(seg) > 3:  # a re-upload: its original is a scene of another file of the corpus
+                orig, start = seg[3]
+                (o,) = [o for o in corpus._specs()[orig][2] if o[0] == start]
+                assert o[2] == "scene" and o[1] - o[0] == seg[1] - seg[0], (name, seg, o)
     assert labels == {"scene", *corpus.BAD_LABELS}  # every known answer is in the corpus
 
 
@@ -63,6 +68,20 @@ def test_scene_fraction_counts_what_is_missing():
     s = corpus.score_clips(_truth(), [{"source": "synth", "start_s": 1.0, "end_s": 4.0},
                                       {"source": "synth", "start_s": 2.0, "end_s": 3.0}])
     assert s["scene_seconds_kept_fraction"] == round(3 / 9, 3)
+
+
+def test_duplicates_kept_count_pairs_of_a_reupload_and_its_original():
+    corpus = _load_corpus()
+    truth = _truth()
+    truth["files"].append({"name": "copy", "kind": "synthetic", "segments": [
+        {"start_s": 0, "end_s": 5, "label": "scene", "copy_of": {"name": "synth", "start_s": 5}}]})
+    both = [{"source": "synth", "start_s": 5.0, "end_s": 10.0}, {"source": "copy", "start_s": 0.0, "end_s": 5.0}]
+    s = corpus.score_clips(truth, both)
+    assert s["duplicates_kept"] == 1 and s["bad_clips_kept"] == 1
+    # Either copy alone covers the scene once; the copy's seconds are not a scene of their own.
+    for one in both:
+        s = corpus.score_clips(truth, [one])
+        assert s["duplicates_kept"] == 0 and s["scene_seconds_kept_fraction"] == round(5 / 9, 3)
 
 
 def test_score_of_no_clips_keeps_no_scene():

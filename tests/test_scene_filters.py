@@ -3,6 +3,7 @@ gradual transitions (TransNetV2, real weights), static, flat and text scenes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -15,7 +16,16 @@ from curate.filter_text import TextParams
 from curate.filters import FilterParams
 from curate.scene_filters import SCENE_FILTERS, SceneFilterParams
 from curate.scenes import Segment, segments
-from curate.transitions import TransitionParams, boundaries, load_model, predict, weights_path
+from curate.transitions import (
+    TransitionParams,
+    boundaries,
+    load_model,
+    numpy_model,
+    predict,
+    propose,
+    verify,
+    weights_path,
+)
 from curate.video_stages import CurateParams, analyze_work_unit, plan_source
 
 FPS = 25
@@ -51,6 +61,11 @@ def videos(tmp_path_factory) -> dict[str, tuple[str, tuple[int, int] | None]]:
         "fadeblack": (p("fadeblack.mp4"),
                       synthetic.transition_video(p("fadeblack.mp4"), "fadeblack", 60, 60, 30, FPS, SMALL)),
     }
+    # The same, into a picture without text (testsrc2's timecode is an overlay the text filter takes)
+    notext = "rgbtestsrc=size={w}x{h}:rate={fps},rotate=a=0.4*t:c=blue"
+    for kind, length in (("dissolve", 25), ("fadeblack", 30)):
+        span = synthetic.transition_video(p(f"{kind}_notext.mp4"), kind, 60, 60, length, FPS, SMALL, b_source=notext)
+        out[f"{kind}_notext"] = (p(f"{kind}_notext.mp4"), span)
     synthetic.scene_video(p("cuts.mp4"), [40, 50, 35], fps=FPS, size=SMALL)
     out["cuts"] = (p("cuts.mp4"), None)
     synthetic.frozen_video(p("still.mp4"), 0, 3, FPS, SMALL)  # a still image encoded as video
@@ -61,7 +76,11 @@ def videos(tmp_path_factory) -> dict[str, tuple[str, tuple[int, int] | None]]:
     lines = ["Burnt-in subtitles", "over the picture"]
     synthetic.subtitled_video(p("subtitled.mp4"), lines, fontsize=56, duration_s=3, fps=FPS)
     synthetic.subtitled_video(p("clean.mp4"), [], fontsize=56, duration_s=3, fps=FPS)
-    for name in ("still", "frozen", "moving", "grey", "red", "subtitled", "clean"):
+    # One line of title, about 3% of the frame, over a moving picture; and text that belongs
+    # to the scene: signs on a picture the camera pans across.
+    synthetic.title_video(p("title.mp4"), "COMING THIS WINTER", fontsize=24, fps=FPS)
+    synthetic.scene_text_video(p("signs.mp4"), [("EXIT 12", 300, 90), ("No 7", 700, 220)], fontsize=24, fps=FPS)
+    for name in ("still", "frozen", "moving", "grey", "red", "subtitled", "clean", "title", "signs"):
         out[name] = (p(f"{name}.mp4"), None)
     return out
 
@@ -122,14 +141,97 @@ def test_no_kept_clip_contains_a_transition_frame(videos, name, detector, transi
         assert all(r.end_frame <= a or r.start_frame >= b for r in kept), [(r.start_frame, r.end_frame) for r in kept]
         (gap,) = [r for r in rows if r.reject_reason == schema.REASON_TRANSITION]
         assert gap.start_frame <= a and gap.end_frame >= b
-        assert gap.scene_stats["transnet.max"] > 0.5 and all(r.scene_stats["transnet.max"] < 0.5 for r in kept)
+        assert gap.scene_stats["transnet.max"] > 0.5
+        # (the cascade sends frames of a kept scene to the network only near a proposed transition)
+        assert all(r.scene_stats.get("transnet.max", 0.0) < 0.5 for r in kept)
+
+
+@pytest.mark.parametrize("name", ["dissolve_notext", "fadeblack_notext"])
+def test_defaults_leave_no_blended_frame_in_any_clip(videos, name):
+    # Every default: transitions on (the cascade), every filter on, near-duplicate signatures.
+    path, (a, b) = videos[name]
+    p = CurateParams(filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0))
+    assert p.analysis.transition.enabled and p.analysis.transition.cascade
+    rows = curate_rows(path, p)
+    kept = [r for r in rows if r.ok]
+    assert len(kept) == 2, [(r.start_frame, r.end_frame, r.reject_reason) for r in rows]
+    assert all(r.end_frame <= a or r.start_frame >= b for r in kept), [(r.start_frame, r.end_frame) for r in kept]
+    (gap,) = [r for r in rows if r.reject_reason == schema.REASON_TRANSITION]
+    assert gap.scene_stats["transnet.checked"] == 1.0  # the network saw every frame it removed
+    # ... and not every frame of the video: the scenes away from the transition were not sent.
+    assert min(r.scene_stats["transnet.checked"] for r in kept) < 0.8
+
+
+def test_the_cascade_leaves_alone_what_cannot_become_a_clip(tmp_path):
+    from curate.ffmpeg import run_ffmpeg
+
+    # A fade from black into a still picture, and the same fade into a moving one.
+    def faded(name: str, source: str) -> str:
+        path = str(tmp_path / name)
+        run_ffmpeg(["-f", "lavfi", "-i", source.format(f"size=320x180:rate={FPS}"), "-vf",
+                    "trim=end_frame=100,setpts=PTS-STARTPTS,fade=t=in:st=0:d=0.6,format=yuv420p",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-y", path], timeout=120)
+        return path
+
+    p = CurateParams(filters=FilterParams(min_area=0, min_side=0))  # scenes of 2 s or more
+    still = curate_rows(faded("still.mp4", "mandelbrot={},trim=end_frame=1,loop=loop=-1:size=1"), p)
+    moving = curate_rows(faded("moving.mp4", "mandelbrot={}"), p)
+    # Frozen once faded in: no stretch of it can be kept, so the network is not asked.
+    assert [r.reject_reason for r in still] == [schema.REASON_STATIC]
+    assert still[0].scene_stats["transnet.checked"] == 0.0
+    # The moving picture keeps a clip: its fade is verified and cut off.
+    assert [r.reject_reason for r in moving] == [schema.REASON_TRANSITION, None], [(r.start_frame, r.end_frame) for r in moving]
+
+
+def test_the_numpy_engine_is_the_pytorch_network(videos):
+    import torch
+
+    frames = _frames_48x27(videos["dissolve"][0])[20:120]
+    single, many = numpy_model().predict(frames)
+    with torch.inference_mode():
+        one_hot, extra = load_model("cpu")(torch.from_numpy(frames)[None])
+    ref_single = torch.sigmoid(one_hot[0, :, 0]).numpy()
+    ref_many = torch.sigmoid(extra["many_hot"][0, :, 0]).numpy()
+    assert np.abs(many - ref_many).max() < 1e-4 and np.abs(single - ref_single).max() < 1e-4
+    assert many.max() > 0.5  # the dissolve is in this window: the comparison covers a transition
+
+
+def test_both_engines_give_each_window_the_same_probabilities(videos):
+    # The PyTorch path (CUDA's) batches windows of one length together; on the CPU here.
+    from curate.transitions import _forward
+
+    frames = _frames_48x27(videos["dissolve"][0])
+    windows = [frames[0:50], frames[40:90], frames[50:120], frames[60:110]]
+    by_numpy = _forward(windows, "cpu", engine="numpy")
+    by_torch = _forward(windows, "cpu", batch=2, engine="torch")
+    for (s1, m1), (s2, m2), w in zip(by_numpy, by_torch, windows, strict=True):
+        assert len(m1) == len(m2) == len(w)
+        assert np.abs(m1 - m2).max() < 1e-4 and np.abs(s1 - s2).max() < 1e-4
+
+
+def test_the_cascade_finds_what_the_full_pass_finds_and_reads_fewer_frames(videos):
+    p = TransitionParams(device="cpu")
+    cascade_margin = dataclasses.replace(p, margin_frames=p.margin_frames + p.cascade_extra_margin)
+    for name in ("dissolve", "fadeblack"):
+        frames = _frames_48x27(videos[name][0])
+        _, full = boundaries(predict(frames, "cpu")[1], p)
+        proposed = propose(frames, p)
+        many, checked = verify(frames, proposed, p)
+        _, found = boundaries(np.nan_to_num(many), cascade_margin)
+        assert len(full) == 1 and len(found) == 1, (name, full, found)
+        (fa, fb), (ca, cb) = full[0], found[0]
+        assert ca <= fa and cb >= fb, (name, full, found)  # covers every frame the full pass removes
+        assert checked.mean() < 0.8 and not np.isnan(many[checked]).any() and np.isnan(many[~checked]).all()
+    # Hard cuts and ordinary motion propose nothing: the network is not run at all.
+    for name in ("cuts", "moving"):
+        assert not propose(_frames_48x27(videos[name][0]), p).any(), name
 
 
 def test_content_detector_alone_keeps_the_dissolve(videos):
     # What PySceneDetect's content detector does with a 1 s dissolve: no cut at all, one clip
     # across both scenes and the dissolve. This is why the transition check exists.
     path, (a, b) = videos["dissolve"]
-    rows = curate_rows(path, params("content"))
+    rows = curate_rows(path, params("content", text=TextParams(enabled=False)))  # (testsrc2's timecode)
     assert [(r.start_frame, r.end_frame, r.ok) for r in rows] == [(0, 145, True)]
 
 
@@ -179,6 +281,22 @@ def test_burnt_in_subtitles_are_rejected_text_and_the_clean_video_kept(videos):
     assert subtitled.reject_reason == schema.REASON_TEXT, subtitled
     assert subtitled.scene_stats["text.area"] > 0.18
     assert clean.ok and clean.scene_stats["text.area"] < 0.1, clean
+
+
+def test_a_one_line_title_of_three_percent_is_rejected_text_at_defaults(videos):
+    p = CurateParams(filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0))
+    title = _only(videos["title"][0], p)
+    assert title.reject_reason == schema.REASON_TEXT, title
+    assert 0.02 < title.scene_stats["text.overlay_area_max"] < 0.05  # the title's line, about 3%
+    assert title.scene_stats["text.area"] < TextParams().max_text_area  # the old rule (10%) kept it
+
+
+def test_text_that_moves_with_the_picture_is_kept_at_defaults(videos):
+    p = CurateParams(filters=FilterParams(min_area=0, min_side=0, min_duration_s=1.0))
+    signs = _only(videos["signs"][0], p)
+    assert signs.ok, signs
+    assert signs.scene_stats["text.area_max"] > 0.01  # the detector sees the signs ...
+    assert signs.scene_stats["text.overlay_area_max"] == 0.0  # ... as text of the scene, not overlaid
 
 
 def test_every_registered_filter_has_params_and_a_reason():

@@ -115,7 +115,7 @@ PROBE_DARK = """
 
     assert C.__file__.startswith(%(copy)r), C.__file__
     synthetic.scene_video('v.mp4', [60], fps=25, size=(320, 240))
-    base = {'min_area': 0, 'min_side': 0, 'min_duration_s': 1.0}
+    base = {'min_area': 0, 'min_side': 0, 'min_duration_s': 1.0, 'text_filter': False}  # testsrc draws text
     def curated(**values):
         params = C.build_config({}, {**base, **values}).curate_params()
         (unit,), _ = plan_source('v.mp4', params)

@@ -3,6 +3,8 @@ a class, not edits across the pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from curate.schema import ClipRecord
@@ -72,8 +74,14 @@ def test_curate_stages_place_themselves():
     stages = PlanStage(p), AnalyzeStage(p), TranscodeStage(p)
     assert not any(s.stateful for s in stages)
     placed = [s.placement(CPU_ONLY) for s in stages]
-    # Different memory requests keep Ray from fusing analysis and transcode into one task.
+    # Different memory requests keep Ray from fusing analysis and transcode into one task,
+    # with transitions on (the default) or off.
     assert len({pl.resources.memory_bytes for pl in placed}) == 3
+    plain = CurateParams(analysis=dataclasses.replace(
+        p.analysis, transition=dataclasses.replace(p.analysis.transition, enabled=False)))
+    assert p.analysis.transition.enabled
+    assert len({placed[0].resources.memory_bytes, AnalyzeStage(plain).placement(CPU_ONLY).resources.memory_bytes,
+                placed[2].resources.memory_bytes}) == 3
     assert {pl.workers for pl in placed} == {3}  # --workers caps the parallel tasks
     assert ray_args(placed[2])["num_cpus"] == 1 and ray_args(placed[2])["memory"] == placed[2].resources.memory_bytes
 

@@ -71,7 +71,8 @@ def test_demo_in_a_terminal(tmp_path):
 def test_a_stopped_run_keeps_finished_work_and_resumes_to_the_same_ids(tmp_path, ray_local, stop):
     src = tmp_path / "src"
     src.mkdir()
-    synthetic.plain_video(str(src / "a_short.mp4"), duration_s=3, fps=24, size=(320, 240))
+    # (mandelbrot: testsrc2's timecode is an overlaid line of ~3% at 320x240, a text reject)
+    synthetic.plain_video(str(src / "a_short.mp4"), duration_s=3, fps=24, size=(320, 240), source="mandelbrot")
     # Long enough to be still in flight when the short one is done: 12 scenes of 3 s.
     synthetic.scene_video(str(src / "b_long.mp4"), [72] * 12, fps=24, size=(640, 360))
     out = tmp_path / "out"
@@ -178,7 +179,9 @@ def test_a_file_name_that_is_not_utf8_is_curated_and_stored_losslessly(tmp_path,
     src.mkdir()
     synthetic.plain_video(str(src / "good.mp4"), duration_s=3, fps=24, size=(320, 240))
     raw = os.path.join(os.fsencode(src), b"caf\xe9 \xff.mp4")  # Latin-1 bytes, as on old shares
-    shutil.copy(src / "good.mp4", raw)
+    # Another picture (a byte copy would be good.mp4's near duplicate), without testsrc2's timecode.
+    synthetic.plain_video(str(tmp_path / "odd.mp4"), duration_s=3, fps=24, size=(320, 240), source="mandelbrot")
+    shutil.move(tmp_path / "odd.mp4", raw)
     synthetic.zero_byte_file(str(src / "zero.mp4"))
     out = tmp_path / "out"
     summary = run_curate(build_config({}, {"inputs": [str(src)], "out": str(out), "motion_backend": "dis",
