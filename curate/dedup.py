@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from curate import schema, shards
-from curate.settings import CLIPS, setting
+from curate.settings import setting
 from curate.stage import Cluster, Placement, Resources, Stage
 
 KIND_PHASH = "phash64"
@@ -80,17 +80,16 @@ class SignatureParams:
 
 @dataclass(frozen=True)
 class DedupParams:
-    """Near-duplicates: whether a run rejects them, and when two signatures are copies."""
+    """Near-duplicates: whether a run rejects them, and when two signatures are copies. A resume
+    may change them (nothing already written changes): clips are matched against the folder's,
+    and `kvid dedup DIR` matches a whole folder again."""
 
     enabled: bool = setting(
-        True, "reject near-duplicate scenes (of this run's clips and those already in --out) before encoding", key="dedup",
-        decides=CLIPS)
+        True, "reject near-duplicate scenes (of this run's clips and those already in --out) before encoding", key="dedup")
     max_distance: float = setting(
-        10.0, "mean differing signature bits (of 64) per aligned frame of copies", ge=0, le=64, decides=CLIPS)
-    max_offset_s: float = setting(0.5, "copies may be trimmed by up to this many seconds at either end", ge=0,
-                                  decides=CLIPS)
-    min_overlap: float = setting(0.8, "fraction of the longer clip that must align with the other", gt=0, le=1,
-                                 decides=CLIPS)
+        10.0, "mean differing signature bits (of 64) per aligned frame of copies", ge=0, le=64)
+    max_offset_s: float = setting(0.5, "copies may be trimmed by up to this many seconds at either end", ge=0)
+    min_overlap: float = setting(0.8, "fraction of the longer clip that must align with the other", gt=0, le=1)
     # Not a setting: mean |luma difference| (0-255) after removing the mean.
     max_profile_diff: float = 12.0
 

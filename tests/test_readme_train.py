@@ -35,7 +35,7 @@ def test_readme_training_loop_and_lance_export_run_as_written(tmp_path, ray_loca
     raw = tmp_path / "raw"
     synthetic.scene_video(str(raw / "cuts.mp4"), [90, 75, 66], fps=30, size=(320, 240))  # 3 scenes, 2.2-3 s
     cfg = build_config({}, {"inputs": [str(raw)], "out": str(tmp_path / out_name), "motion_backend": "dis",
-                            "caption_model": "none"})
+                            "caption_model": "none", "text_filter": False})  # lavfi test sources draw text
     run_curate(cfg, show_progress=False)
     index = shards.read_index(str(tmp_path / out_name)).to_pylist()
     assert len(index) == 3
