@@ -25,13 +25,18 @@ def curate(inputs, out, **overrides):
     return run_curate(cfg, show_progress=False)
 
 
+# The fixture's settings: a re-run "with the same command" passes them again. (Dedup settings
+# may change on a resume, so a re-run with dedup on would rightly drop the folder's near copies.)
+FIXTURE_RUN = {"shard_max_clips": 4, "dedup": False}
+
+
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory, ray_local, shared_videos, synth):
     out = tmp_path_factory.mktemp("curated")
     inputs = [shared_videos, *synth.values()]
     # (the synthetic inputs are renders of one test pattern, testsrc2, at several sizes and
     # aspects: near copies of each other by design, which dedup would reduce to one)
-    summary = curate(inputs, out, shard_max_clips=4, dedup=False)
+    summary = curate(inputs, out, **FIXTURE_RUN)
     return out, summary, expand_inputs([str(i) for i in inputs])
 
 
@@ -127,7 +132,7 @@ def shards_manifest(out):
 def test_same_command_twice_is_a_no_op(curated, shared_videos, synth):
     out, _, sources = curated
     before = rows(out)
-    summary = curate([shared_videos, *synth.values()], out, shard_max_clips=4)
+    summary = curate([shared_videos, *synth.values()], out, **FIXTURE_RUN)
     after = rows(out)
     assert summary["sources_run"] == 0 and summary["sources_skipped"] == len(sources)
     assert [r["clip_id"] for r in after[0]] == [r["clip_id"] for r in before[0]]
@@ -141,7 +146,7 @@ def test_killed_run_resumes_with_the_same_ids(curated, tmp_path, shared_videos, 
     # Simulate a kill after a tar was renamed but before its index landed.
     parts = sorted((copy / "index").glob("shard-*.parquet"))
     parts[-1].unlink()
-    summary = curate([shared_videos, *synth.values()], copy, shard_max_clips=4)
+    summary = curate([shared_videos, *synth.values()], copy, **FIXTURE_RUN)
     assert summary["sources_run"] >= 1
     a, b = rows(out), rows(copy)
     assert sorted(r["clip_id"] for r in a[0]) == sorted(r["clip_id"] for r in b[0])
