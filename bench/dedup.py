@@ -223,7 +223,7 @@ def _scene_signatures(path: str) -> list[tuple[str, D.Signature]]:
     out = []
     for rec in (r for u in units for r in analyze_work_unit(u, params)):
         if rec.signature and (rec.ok or rec.reject_reason == "static"):
-            out.append((f"{os.path.basename(path)}:{rec.start_s:.2f}-{rec.end_s:.2f}",
+            out.append((f"{os.path.basename(path)}:{rec.start_frame}-{rec.end_frame}",
                         D.Signature.from_bytes(rec.signature)))
     return out
 

@@ -304,7 +304,8 @@ def statistic_throughput(path: str) -> dict:
     off = SceneFilterParams(flat=FlatParams(enabled=False), static=StaticParams(enabled=False),
                             text=TextParams(enabled=False))
     t = time.perf_counter()
-    analyze_unit(info, 0, None, AnalysisParams(border=BorderParams(enabled=False), scene_filters=off), FrameClock(info))
+    analyze_unit(info, 0, None, AnalysisParams(border=BorderParams(enabled=False), scene_filters=off,
+                                             transition=TransitionParams(enabled=False)), FrameClock(info))
     decode_fps = info.num_frames / (time.perf_counter() - t)
     w = 256
     h = int(round(info.height * w / info.width)) // 2 * 2
