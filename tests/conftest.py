@@ -28,6 +28,23 @@ def _offline():
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, with a reason, where no CUDA device is present (they are
+    opted into with -m gpu; on a CPU machine that is a skip, not a failure)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        for item in gpu_tests:
+            item.add_marker(pytest.mark.skip(reason="no CUDA device"))
+
+
 class Killed(Exception):
     """The driver died (stands in for SIGKILL: no clean-up of ours runs after it)."""
 

@@ -288,16 +288,35 @@ def test_saves_mp4_and_gif(pipe, tmp_path):
 
 @pytest.mark.gpu
 def test_bf16_close_to_fp32_on_gpu():
+    """bf16 adds no more error than its rounding explains. A random tiny U-Net is badly
+    conditioned: rounding only its fp32 weights and inputs to bf16 (2^-9 relative), computing
+    in fp32, moves its output by 20-30 % (measured on CPU and H200), so a fixed bound means
+    nothing. The bf16 run, which also rounds every activation, stays within 1.2-1.7x of that
+    (CPU); a step that loses more (an fp16-range overflow, a reduction accumulated in bf16, a
+    mask or embedding cast wrongly) goes past 2.5x."""
     torch.manual_seed(0)
     ref = KandinskyVideoPipeline.from_random("tiny", device="cuda", dtype="fp32")
     x = torch.randn(36, 9, 8, 8, device="cuda")
     ctx = torch.randn(3, 6, 16, device="cuda")
     mask = torch.ones(3, 6, dtype=torch.bool, device="cuda")
+    kw = {"num_frames": 12, "motion_score": 3.0, "noise_level": 20}
+
+    def rounded(t):
+        return t.bfloat16().float()
+
     with torch.no_grad():
-        a = ref.unet(x, 500.0, ctx, mask, num_frames=12, motion_score=3.0, noise_level=20).float()
+        a = ref.unet(x, 500.0, ctx, mask, **kw).float()
+        weights = {k: v.clone() for k, v in ref.unet.state_dict().items()}
+        for p in ref.unet.parameters():
+            p.data = rounded(p.data)
+        c = ref.unet(rounded(x), 500.0, rounded(ctx), mask, **kw).float()
+        ref.unet.load_state_dict(weights)
         ref.unet.to(torch.bfloat16)
-        b = ref.unet(x, 500.0, ctx, mask, num_frames=12, motion_score=3.0, noise_level=20).float()
-    assert ((a - b).norm() / a.norm()).item() < 0.03
+        b = ref.unet(x, 500.0, ctx, mask, **kw).float()
+    assert torch.isfinite(b).all()
+    rounding = ((a - c).norm() / a.norm()).item()
+    bf16 = ((a - b).norm() / a.norm()).item()
+    assert bf16 <= 2.5 * rounding, (bf16, rounding)
 
 
 @pytest.mark.gpu
@@ -315,15 +334,21 @@ def test_no_host_device_sync_inside_denoising_loops():
 
 
 @pytest.mark.gpu
-def test_model_offload_matches_resident_and_compile_matches_eager():
+def test_model_offload_matches_resident():
     pipe = KandinskyVideoPipeline.from_random("tiny", device="cuda", dtype="fp32")
     ref = pipe("a car", width=64, height=64, fps="medium", seed=0, **FAST).array
     pipe.enable_offload("model")
     assert pipe.unet.device.type == "cpu"  # waits on the host between stages
     off = pipe("a car", width=64, height=64, fps="medium", seed=0, **FAST).array
     assert np.array_equal(ref, off)
-    # compiled vs eager on one forward (whole random-weight videos amplify rounding differences)
-    pipe.enable_offload("none")
+
+
+@pytest.mark.gpu
+def test_compile_matches_eager():
+    # Compiling the U-Net takes minutes (on an H200 with 16 cores it had not finished after
+    # 175 s): a separate test, so it cannot hide the offload result behind a per-test timeout.
+    # One forward, not a whole video: random-weight videos amplify rounding differences.
+    pipe = KandinskyVideoPipeline.from_random("tiny", device="cuda", dtype="fp32")
     x = torch.randn(36, 9, 8, 8, device="cuda")
     ctx, mask = torch.randn(3, 6, 16, device="cuda"), torch.ones(3, 6, dtype=torch.bool, device="cuda")
     t, m = torch.full((1,), 500.0, device="cuda"), torch.full((1,), 10.0, device="cuda")
