@@ -6,15 +6,7 @@ import numpy as np
 import pytest
 from motion_fixtures import translating_frames
 
-pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    return torch
+pytestmark = pytest.mark.gpu  # skipped where no CUDA device is present (conftest.py)
 
 
 def _stats(device: str, dtype: str, frames: np.ndarray) -> np.ndarray:
@@ -25,14 +17,14 @@ def _stats(device: str, dtype: str, frames: np.ndarray) -> np.ndarray:
     return backend.pair_stats(frames[:-1], frames[1:])
 
 
-def test_raft_gpu_equals_cpu(cuda):
+def test_raft_gpu_equals_cpu():
     frames = translating_frames(5, dx=3, height=128, width=160)
     cpu = _stats("cpu", "float32", frames)
     gpu = _stats("cuda", "float32", frames)
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3)
 
 
-def test_raft_bf16_close_to_fp32(cuda):
+def test_raft_bf16_close_to_fp32():
     frames = translating_frames(5, dx=3, height=128, width=160)
     fp32 = _stats("cuda", "float32", frames)
     bf16 = _stats("cuda", "bfloat16", frames)

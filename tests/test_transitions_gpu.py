@@ -12,21 +12,13 @@ import pytest
 
 from curate.transitions import INPUT_H, INPUT_W, TransitionParams, TransNetFrames
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.gpu  # skipped where no CUDA device is present (conftest.py)
 
 # The known answers of scripted_frames(): [start, end) of each gradual transition, and the
 # hard cut (found by the content detector, not by this network).
 DISSOLVE = (70, 94)
 CUT = 164
 FADE = (224, 264)
-
-
-@pytest.fixture(scope="module")
-def cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    return torch
 
 
 def _texture(seed: int, width: int) -> np.ndarray:
@@ -67,7 +59,7 @@ def _run(frames: np.ndarray, device: str, cascade: bool) -> TransNetFrames:
 
 
 @pytest.mark.parametrize("cascade", [True, False], ids=["cascade", "full-pass"])
-def test_cuda_finds_the_same_transitions_as_the_cpu(cuda, cascade):
+def test_cuda_finds_the_same_transitions_as_the_cpu(cascade):
     frames = scripted_frames()
     cpu, gpu = _run(frames, "cpu", cascade), _run(frames, "cuda", cascade)
     assert gpu.found == cpu.found
