@@ -86,7 +86,7 @@ def busy_cpu_s() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-RAY_DAEMONS = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "agent")
+RAY_DAEMONS = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "agent")  # lower case
 
 
 class ProcessSampler:
@@ -106,10 +106,12 @@ class ProcessSampler:
     def _kind(self, pid: str, cmdline: str) -> str | None:
         if pid == self.driver_pid:
             return "driver"
-        if "ray/_private/workers" in cmdline or cmdline.startswith("ray::"):
-            return "ray workers"
-        if any(d in cmdline for d in RAY_DAEMONS):
+        # What runs is argv[0], or the script python runs (workers' arguments name agents' ports).
+        head = " ".join(cmdline.split(" ")[:2])
+        if any(d in head.lower() for d in RAY_DAEMONS):  # the agents' titles are ray::DashboardAgent, ...
             return "ray daemons"
+        if "ray/_private/workers" in head or head.startswith("ray::"):
+            return "ray workers"
         if cmdline.startswith(("ffmpeg", "ffprobe")):
             return "ffmpeg"
         return None
