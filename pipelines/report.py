@@ -35,14 +35,22 @@ def histogram(values: list[float], bins: int = 10) -> list[tuple[float, float, i
     return [(float(edges[i]), float(edges[i + 1]), int(c)) for i, c in enumerate(counts)]
 
 
+def edge_decimals(hist: list[tuple[float, float, int]]) -> int:
+    """Decimals that tell a histogram's bin edges apart: 2, or more for narrow bins (text areas
+    are fractions of a percent of the picture)."""
+    width = min((hi - lo for lo, hi, _ in hist if hi > lo), default=1.0)
+    return max(2, min(8, 1 - math.floor(math.log10(width))))
+
+
 def _text_hist(title: str, hist: list[tuple[float, float, int]], unit: str = "") -> str:
     if not hist:
         return f"{title}: (no values)"
     top = max(c for _, _, c in hist) or 1
+    d = edge_decimals(hist)
     lines = [f"{title}:"]
     for lo, hi, c in hist:
         bar = "#" * int(round(30 * c / top))
-        lines.append(f"  {lo:9.2f} - {hi:9.2f}{unit:>4} | {bar:<30} {c}")
+        lines.append(f"  {lo:9.{d}f} - {hi:9.{d}f}{unit:>4} | {bar:<30} {c}")
     return "\n".join(lines)
 
 
@@ -313,8 +321,10 @@ def _html_hist(title: str, hist) -> str:
     if not hist:
         return f"<div><h3>{html.escape(title)}</h3><p>no values</p></div>"
     top = max(c for _, _, c in hist) or 1
+    d = edge_decimals(hist)
     rows = "".join(
-        f"<tr><td>{lo:.2f}&ndash;{hi:.2f}</td><td><div class=bar style='width:{200 * c / top:.0f}px'></div></td><td>{c}</td></tr>"
+        f"<tr><td>{lo:.{d}f}&ndash;{hi:.{d}f}</td>"
+        f"<td><div class=bar style='width:{200 * c / top:.0f}px'></div></td><td>{c}</td></tr>"
         for lo, hi, c in hist
     )
     return f"<div><h3>{html.escape(title)}</h3><table class=hist>{rows}</table></div>"

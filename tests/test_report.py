@@ -160,3 +160,13 @@ def test_text_summary_names_the_settings(report, capsys):
     text = capsys.readouterr().out
     assert "min_duration_s 2.0" in text and "min_fps 23.0" in text
     assert "captioning was off" in text
+
+
+def test_narrow_histograms_keep_their_bin_edges_apart():
+    # Text areas are fractions of a percent of the picture: two decimals printed every edge as 0.00.
+    from pipelines.report import _text_hist, histogram
+
+    lines = _text_hist("text.overlay_area_max", histogram([0.0, 0.0001, 0.004, 0.0098])).splitlines()[1:]
+    edges = [line.split("|")[0].split(" - ")[0].strip() for line in lines]
+    assert len(set(edges)) == len(edges) == 10
+    assert "2.00 -" in _text_hist("duration", histogram([2.0, 5.5, 10.0]))  # ordinary ranges as before
