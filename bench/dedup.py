@@ -279,6 +279,14 @@ def real_false_duplicates(corpus: str | None) -> dict:
             "closest_non_matching": closest, "max_distance": D.DedupParams().max_distance}
 
 
+def save_result(name: str, result: dict) -> None:
+    path = os.path.join(ROOT, "bench", "results", name)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print("wrote", path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,1000000", help="numbers of random signatures (batch matching)")
@@ -296,11 +304,7 @@ def main() -> None:
     print("false duplicates:", json.dumps(real))
     if args.real_only:
         if args.save:
-            path = os.path.join(ROOT, "bench", "results", "dedup-real-vm.json")
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(real, f, indent=2)
-                f.write("\n")
-            print("wrote", path)
+            save_result("dedup-real-vm.json", real)
         return
 
     result: dict = {"bench": "dedup", "info": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -325,11 +329,7 @@ def main() -> None:
     result["false_duplicates_real"] = real
     print("stream growth:", json.dumps(result["stream_growth"]))
     if args.save:
-        path = os.path.join(ROOT, "bench", "results", "dedup-vm.json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        print("wrote", path)
+        save_result("dedup-vm.json", result)
 
 
 if __name__ == "__main__":

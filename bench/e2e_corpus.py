@@ -72,6 +72,14 @@ def _subtitles(seconds: float) -> str:
     return ",".join(parts)
 
 
+def _concat(*chains: str) -> str:
+    """A graph that plays filter chains one after another, ending in [v]."""
+    labels = [f"[p{i}]" for i in range(len(chains))]
+    return "".join(f"{c}{label};" for c, label in zip(chains, labels, strict=True)) + (
+        f"{''.join(labels)}concat=n={len(chains)}:v=1:a=0[v]"
+    )
+
+
 # name -> (size, graph, labelled segments (start, end, label[, (copy of file, its start second)])).
 # Each graph ends in [v]; inputs are built in the graph.
 def _specs() -> dict[str, tuple[tuple[int, int], str, list[tuple]]]:
@@ -85,37 +93,33 @@ def _specs() -> dict[str, tuple[tuple[int, int], str, list[tuple]]]:
     ), [(0, 5, "scene"), (5, 9, "scene"), (9, 10, "transition"), (10, 14, "scene"), (14, 18, "scene")])
 
     w, h = 640, 360  # fade to black and back, then a hard cut to a flat grey field
-    specs["synth_fade_black_flat"] = ((w, h), (
-        f"{_src('bars', w, h, 4)},fade=t=out:st=3:d=1[a];{_src('black', w, h, 0.5)}[k];"
-        f"{_src('life', w, h, 4)},fade=t=in:st=0:d=1[b];{_src('grey', w, h, 5)}[g];"
-        f"[a][k][b][g]concat=n=4:v=1:a=0[v]"
+    specs["synth_fade_black_flat"] = ((w, h), _concat(
+        f"{_src('bars', w, h, 4)},fade=t=out:st=3:d=1", _src('black', w, h, 0.5),
+        f"{_src('life', w, h, 4)},fade=t=in:st=0:d=1", _src('grey', w, h, 5),
     ), [(0, 3, "scene"), (3, 5.5, "transition"), (5.5, 8.5, "scene"), (8.5, 13.5, "flat")])
 
     # A still image encoded as video, then a video that moves for 3 s and is frozen for 3 s
     # (the known answer rejects both whole: the second is half frozen).
-    specs["synth_still_frozen"] = ((w, h), (
-        f"{_src('testsrc2', w, h, 1 / FPS, offset_frames=45)},loop=loop={6 * FPS - 1}:size=1:start=0,"
-        f"setpts=N/{FPS}/TB[s];{_src('rgbrotate', w, h, 3)},tpad=stop_mode=clone:stop_duration=3[f];"
-        f"[s][f]concat=n=2:v=1:a=0[v]"
+    specs["synth_still_frozen"] = ((w, h), _concat(
+        f"{_src('testsrc2', w, h, 1 / FPS, offset_frames=45)},loop=loop={6 * FPS - 1}:size=1:start=0,setpts=N/{FPS}/TB",
+        f"{_src('rgbrotate', w, h, 3)},tpad=stop_mode=clone:stop_duration=3",
     ), [(0, 6, "static"), (6, 12, "static")])
 
     # Large burnt-in subtitles over a moving scene, then a hard cut to a scene without text.
-    specs["synth_subtitles"] = ((w, h), (
-        f"{_src('testsrc2', w, h, 6, offset_frames=300)},{_subtitles(6)}[t];{_src('mandelbrot', w, h, 6)}[m];"
-        f"[t][m]concat=n=2:v=1:a=0[v]"
+    specs["synth_subtitles"] = ((w, h), _concat(
+        f"{_src('testsrc2', w, h, 6, offset_frames=300)},{_subtitles(6)}", _src('mandelbrot', w, h, 6),
     ), [(0, 6, "text"), (6, 12, "scene")])
 
     w, h = 960, 540  # ordinary moving scenes with hard cuts
-    specs["synth_moving_540p"] = ((w, h), (
-        f"{_src('life', w, h, 5)}[a];{_src('cellauto', w, h, 5)}[b];{_src('testsrc', w, h, 5)}[c];"
-        f"[a][b][c]concat=n=3:v=1:a=0[v]"
+    specs["synth_moving_540p"] = ((w, h), _concat(
+        _src('life', w, h, 5), _src('cellauto', w, h, 5), _src('testsrc', w, h, 5),
     ), [(0, 5, "scene"), (5, 10, "scene"), (10, 15, "scene")])
     # One line of title, about 3% of the frame, over a moving scene, then a cut to a clean one.
     w, h = 640, 360
-    specs["synth_title"] = ((w, h), (
+    specs["synth_title"] = ((w, h), _concat(
         f"{_src('rgbrotate', w, h, 5)},drawtext=fontfile={FONT}:text='COMING THIS WINTER':fontsize=24:"
-        f"fontcolor=white:borderw=2:bordercolor=black:x=(w-text_w)/2:y=(h-text_h)/2[t];"
-        f"{_src('bars', w, h, 5)}[b];[t][b]concat=n=2:v=1:a=0[v]"
+        f"fontcolor=white:borderw=2:bordercolor=black:x=(w-text_w)/2:y=(h-text_h)/2",
+        _src('bars', w, h, 5),
     ), [(0, 5, "text"), (5, 10, "scene")])
 
     # Re-uploads: synth_moving_540p's second scene letterboxed (bars added, rescaled,

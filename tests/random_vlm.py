@@ -94,6 +94,12 @@ def _ids(tokenizer, *tokens: str) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(t) for t in tokens]
 
 
+def _llava_token_indices(tokenizer) -> dict[str, int]:
+    """The LLaVA families' placeholder token ids, as their configs name them."""
+    image_id, video_id = _ids(tokenizer, "<image>", "<video>")
+    return {"image_token_index": image_id, "video_token_index": video_id}
+
+
 def _vocab_size(tokenizer, size: str, full_vocab: int) -> int:
     # Full size keeps the released vocabulary (the LM head is a real cost); ids the
     # byte tokenizer does not know decode to nothing.
@@ -200,7 +206,6 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
     if family == "llava_next_video":
         from transformers import LlavaNextVideoConfig
 
-        image_id, video_id = _ids(tokenizer, "<image>", "<video>")
         text = _text_config(
             family, tokenizer, size, full_vocab=32064, max_position_embeddings=4096, model_type="llama"
         )
@@ -211,8 +216,7 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
         return LlavaNextVideoConfig(
             text_config=text,
             vision_config=vision,
-            image_token_index=image_id,
-            video_token_index=video_id,
+            **_llava_token_indices(tokenizer),
             vision_feature_select_strategy="default",
             vision_feature_layer=-2,
             image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]] if full
@@ -225,7 +229,6 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
     if family == "llava_onevision":
         from transformers import LlavaOnevisionConfig
 
-        image_id, video_id = _ids(tokenizer, "<image>", "<video>")
         text = _text_config(
             family, tokenizer, size, full_vocab=152128, max_position_embeddings=32768, model_type="qwen2",
             bos_token_id=tokenizer.pad_token_id,  # a Qwen2 LM: no BOS token, <|endoftext|> as for Qwen2-VL
@@ -236,8 +239,7 @@ def build_config(family: str, tokenizer, size: str = "tiny"):
         return LlavaOnevisionConfig(
             text_config=text,
             vision_config=vision,
-            image_token_index=image_id,
-            video_token_index=video_id,
+            **_llava_token_indices(tokenizer),
             vision_feature_select_strategy="full",
             vision_feature_layer=-1,
             image_grid_pinpoints=None if full else [[28, 28], [28, 56], [56, 28], [56, 56]],
