@@ -45,7 +45,7 @@ import numpy as np
 
 from curate import schema, shards
 from curate.settings import setting
-from curate.stage import Cluster, Placement, Resources, Stage
+from curate.stage import SCENES, Cluster, Placement, Resources, Stage
 
 KIND_PHASH = "phash64"
 _MAGIC = b"KVS1"
@@ -575,11 +575,11 @@ class DedupStage(Stage):
         assert self.index is not None
         out = []
         for row in rows:
-            if "scenes" not in row:
+            if SCENES not in row:
                 out.append(row)
                 continue
             kept = []
-            for scene in row["scenes"]:
+            for scene in row[SCENES]:
                 blob = signature_bytes(scene.get("signature"))
                 copy_of = self.index.add(scene["clip_id"], Signature.from_bytes(blob)) if blob else None
                 if copy_of is None:
@@ -587,5 +587,5 @@ class DedupStage(Stage):
                 else:
                     out.append(mark_duplicate(schema.ClipRecord.from_row(scene), copy_of).to_row())  # never encoded
             if kept:
-                out.append({**row, "scenes": kept})
+                out.append({**row, SCENES: kept})
         return out

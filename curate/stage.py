@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 Row = dict[str, Any]
+# An encode group row carries its kept scenes' rows under this key, beside its "unit"
+# (analysis -> dedup -> transcode).
+SCENES = "scenes"
 
 
 @dataclass(frozen=True)

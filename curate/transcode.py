@@ -88,10 +88,10 @@ class SceneCut:
 
 
 def _cut_chain(info: VideoInfo, cut: SceneCut, origin_s: float, params: TranscodeParams, out: str,
-               tap: tuple[str, int] | None) -> str:
-    """The filters that turn the decoded stream (time 0 at ``origin_s``) into one clip, ending in
-    the label ``out``; with ``tap`` (label, short side), also its frames at that size."""
-    out_w, out_h = output_size(cut.crop.w, cut.crop.h, info.sample_aspect, params.max_short_side)
+               out_size: tuple[int, int], tap: tuple[str, tuple[int, int]] | None) -> str:
+    """The filters that turn the decoded stream (time 0 at ``origin_s``) into one clip of
+    ``out_size``, ending in the label ``out``; with ``tap`` (label, size), also its frames at that size."""
+    out_w, out_h = out_size
     # A quarter frame before each frame that starts or ends the cut: float rounding can never
     # move a frame across a boundary. Timestamps restart at the cut's first frame, so the fps
     # filter samples the cut from its start, as if it were a file of its own.
@@ -103,9 +103,8 @@ def _cut_chain(info: VideoInfo, cut: SceneCut, origin_s: float, params: Transcod
     chain += [f"fps={params.fps}", f"scale={out_w}:{out_h}:flags=lanczos", "setsar=1"]
     if tap is None:
         return ",".join(chain) + f"[{out}]"
-    label, short_side = tap
-    tap_w, tap_h = scaled_size(out_w, out_h, short_side)
-    # The clip's own frames, scaled as a decode of the encoded clip would be (curate.frames).
+    label, (tap_w, tap_h) = tap
+    # The interpolation a decode of the encoded clip at that size would use (curate.frames).
     flags = "area" if tap_w * tap_h < out_w * out_h else "bicubic"
     return ",".join(chain) + f",split=2[{out}][{label}in];[{label}in]scale={tap_w}:{tap_h}:flags={flags}[{label}]"
 
@@ -131,10 +130,13 @@ def encode_scenes(
     n = len(cuts)
     # Seek a quarter frame early so float rounding can never drop the first frame.
     seek = max(0.0, cuts[0].start_s - 0.25 / info.fps)
-    tap = [(f"tap{i}", tap_short_side) if tap_short_side else None for i in range(n)]
+    sizes = [output_size(c.crop.w, c.crop.h, info.sample_aspect, params.max_short_side) for c in cuts]
+    # The tapped frames' size, scaled as a decode of the encoded clip would be (curate.frames).
+    tap_sizes = [scaled_size(w, h, tap_short_side) for w, h in sizes] if tap_short_side else None
     sources = ["[0:v]"] if n == 1 else [f"[in{i}]" for i in range(n)]
     graph = ([] if n == 1 else ["[0:v]split=" + str(n) + "".join(sources)]) + [
-        src + _cut_chain(info, c, seek, params, f"out{i}", tap[i]) for i, (src, c) in enumerate(zip(sources, cuts))]
+        src + _cut_chain(info, c, seek, params, f"out{i}", sizes[i], (f"tap{i}", tap_sizes[i]) if tap_sizes else None)
+        for i, (src, c) in enumerate(zip(sources, cuts))]
     args = ["-threads", str(threads), "-filter_complex_threads", str(max(threads, 1))]
     if seek > 0:
         args += ["-ss", f"{seek:.6f}"]
@@ -159,12 +161,10 @@ def encode_scenes(
                 "-map_metadata", "-1",
                 "-f", "mp4", "-y", path,
             ]
-            if tap_short_side:
-                out_w, out_h = output_size(cuts[i].crop.w, cuts[i].crop.h, info.sample_aspect, params.max_short_side)
-                size = scaled_size(out_w, out_h, tap_short_side)
+            if tap_sizes:
                 args += ["-map", f"[tap{i}]", "-frames:v", str(frames[i]), "-f", "rawvideo", "-pix_fmt", "rgb24",
                          PIPE_OUTPUT.format(len(readers))]
-                readers.append(_gray_frames_into(tapped[i], size))
+                readers.append(_gray_frames_into(tapped[i], tap_sizes[i]))
         seconds = sum(c.end_s - c.start_s for c in cuts)
         run_ffmpeg_to_pipes(args, params.timeout_s + params.timeout_per_s * seconds, readers)
         clips = []

@@ -25,7 +25,7 @@ from curate.remote import InputCache, source_name, staged
 from curate.scene_filters import check_stats
 from curate.schema import ClipRecord
 from curate.settings import BYTES, CLIPS, group, setting, values_of
-from curate.stage import Cluster, Placement, Resources, Row, Stage
+from curate.stage import SCENES, Cluster, Placement, Resources, Row, Stage
 from curate.transcode import ClipFile, SceneCut, TranscodeParams, encode_scenes, output_frames, output_size
 from curate.version import KVID_VERSION
 
@@ -332,7 +332,6 @@ def transcode_group(group: list[ClipRecord], info: VideoInfo, params: CuratePara
 
 # --- the curate stages (see curate/stage.py): what the pipeline runs ----------------------
 
-SCENES = "scenes"  # an encode group row: its kept scenes' rows, beside its "unit"
 # What a task holds is what its tools use: the encode's ffmpeg decodes and encodes with one
 # thread per CPU it holds, so tasks side by side never oversubscribe the cores Ray gives them
 # (x264 spends the same CPU seconds on one thread as on several, without waiting for them).

@@ -118,10 +118,6 @@ class MotionStage(Stage):
         row.update(result.record_fields())
         return row
 
-    @property
-    def backend_name(self) -> str:
-        return self.backend
-
     def __getstate__(self) -> dict:
         # Ship the configuration, not a loaded model (Ray pickles stages to actors).
         state = dict(self.__dict__)
